@@ -31,10 +31,16 @@ async fn sleep_forever_times_out_near_its_deadline() {
     let host = host();
     let plugin = fixture(&host, "sleep-forever").await;
     let started = Instant::now();
-    let err = host.call(&plugin, with_timeout(Duration::from_millis(500))).await.unwrap_err();
+    let err = host
+        .call(&plugin, with_timeout(Duration::from_millis(500)))
+        .await
+        .unwrap_err();
     let took = started.elapsed();
     assert!(matches!(err, CallError::Timeout { .. }), "{err}");
-    assert_eq!(err.to_string(), "plugin `sleep-forever` did not finish within 500ms");
+    assert_eq!(
+        err.to_string(),
+        "plugin `sleep-forever` did not finish within 500ms"
+    );
     assert!(took >= Duration::from_millis(500), "ended early: {took:?}");
     assert!(took < Duration::from_millis(2500), "ended late: {took:?}");
     host_still_works(&host).await;
@@ -45,7 +51,10 @@ async fn spin_forever_is_interrupted_at_its_deadline() {
     let host = host();
     let plugin = fixture(&host, "spin-forever").await;
     let started = Instant::now();
-    let err = host.call(&plugin, with_timeout(Duration::from_millis(500))).await.unwrap_err();
+    let err = host
+        .call(&plugin, with_timeout(Duration::from_millis(500)))
+        .await
+        .unwrap_err();
     let took = started.elapsed();
     assert!(matches!(err, CallError::Timeout { .. }), "{err}");
     assert!(took < Duration::from_millis(2500), "ended late: {took:?}");
@@ -60,7 +69,10 @@ async fn alloc_forever_hits_the_memory_limit() {
     req.limits.memory = 32 * 1024 * 1024;
     let err = host.call(&plugin, req).await.unwrap_err();
     assert!(matches!(err, CallError::MemoryLimit { .. }), "{err}");
-    assert_eq!(err.to_string(), "plugin `alloc-forever` exceeded its memory limit of 32 MiB");
+    assert_eq!(
+        err.to_string(),
+        "plugin `alloc-forever` exceeded its memory limit of 32 MiB"
+    );
     host_still_works(&host).await;
 }
 
@@ -72,7 +84,11 @@ async fn reading_a_file_outside_the_grants_is_denied() {
     let granted = std::env::temp_dir();
     let mut req = CallRequest::new("run", "{}");
     req.grants = Arc::new(Grants {
-        dirs: vec![format!("{}:/scratch:ro", granted.display()).parse().unwrap()],
+        dirs: vec![
+            format!("{}:/scratch:ro", granted.display())
+                .parse()
+                .unwrap(),
+        ],
         ..Grants::default()
     });
     let err = host.call(&plugin, req).await.unwrap_err();
@@ -124,10 +140,16 @@ async fn running_a_command_outside_the_grants_is_denied() {
 async fn a_panic_is_a_crash_with_the_panic_message() {
     let host = host();
     let plugin = fixture(&host, "panic").await;
-    let err = host.call(&plugin, CallRequest::new("run", "{}")).await.unwrap_err();
+    let err = host
+        .call(&plugin, CallRequest::new("run", "{}"))
+        .await
+        .unwrap_err();
     assert!(matches!(err, CallError::Crashed { .. }), "{err}");
     let message = err.to_string();
-    assert!(message.starts_with("plugin `panic` crashed: panicked at"), "{message}");
+    assert!(
+        message.starts_with("plugin `panic` crashed: panicked at"),
+        "{message}"
+    );
     assert!(message.contains("fixture panicked on purpose"), "{message}");
     host_still_works(&host).await;
 }
@@ -136,7 +158,13 @@ async fn a_panic_is_a_crash_with_the_panic_message() {
 async fn oversized_output_is_rejected() {
     let host = host();
     let plugin = fixture(&host, "huge-output").await;
-    let err = host.call(&plugin, CallRequest::new("run", "{}")).await.unwrap_err();
-    assert!(matches!(err, CallError::OutputTooLarge { limit: 1048576, .. }), "{err}");
+    let err = host
+        .call(&plugin, CallRequest::new("run", "{}"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, CallError::OutputTooLarge { limit: 1048576, .. }),
+        "{err}"
+    );
     host_still_works(&host).await;
 }

@@ -1,7 +1,15 @@
 //! End-to-end tests, one binary. Each module pins one area's behaviour with real parts:
 //! WebAssembly components built from this repository, SQLite files, HTTP on 127.0.0.1.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails by panicking, with the message saying what broke"
+)]
+
 mod support;
 
+mod cli;
 mod hostile;
+mod http_check;
 mod plugin_host;

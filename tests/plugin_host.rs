@@ -39,7 +39,10 @@ async fn bad_input_and_unknown_actions_are_invalid_input() {
         .call(&hello, CallRequest::new("greet", r#"{"nom":"x"}"#))
         .await
         .unwrap_err();
-    assert!(matches!(&err, CallError::InvalidInput(m) if m.contains("unknown field `nom`")), "{err}");
+    assert!(
+        matches!(&err, CallError::InvalidInput(m) if m.contains("unknown field `nom`")),
+        "{err}"
+    );
     let err = host
         .call(&hello, CallRequest::new("wave", "{}"))
         .await
@@ -65,7 +68,10 @@ async fn plugin_log_lines_reach_the_sink_live() {
     assert_eq!(lines[0].level, LogLevel::Info);
     assert_eq!(lines[0].source, LogSource::Plugin);
     assert_eq!(lines[0].message, "DISK FULL");
-    assert_eq!(lines[0].fields, [("step".to_string(), "announce".to_string())]);
+    assert_eq!(
+        lines[0].fields,
+        [("step".to_string(), "announce".to_string())]
+    );
 }
 
 #[tokio::test]
@@ -73,7 +79,10 @@ async fn every_call_gets_a_fresh_instance() {
     let host = host();
     let counter = fixture(&host, "count-calls").await;
     for _ in 0..3 {
-        let out = host.call(&counter, CallRequest::new("count", "{}")).await.unwrap();
+        let out = host
+            .call(&counter, CallRequest::new("count", "{}"))
+            .await
+            .unwrap();
         assert_eq!(out.output["calls"], 1, "state leaked between calls");
     }
 }
@@ -84,10 +93,17 @@ async fn compiled_plugins_are_cached_by_content_hash() {
     let _ = std::fs::remove_dir_all(&dir);
     builtin(&host_with_cache(dir.clone()), "hello").await;
     let hash = content_hash(&builtin_bytes("hello"));
-    let cached: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.path()).collect();
+    let cached: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
     assert_eq!(cached.len(), 1, "{cached:?}");
     let name = cached[0].file_name().unwrap().to_string_lossy().to_string();
-    assert!(name.starts_with(&format!("{hash}-")) && name.ends_with(".cwasm"), "{name}");
+    assert!(
+        name.starts_with(&format!("{hash}-")) && name.ends_with(".cwasm"),
+        "{name}"
+    );
     let before = std::fs::metadata(&cached[0]).unwrap().modified().unwrap();
     // A second host (a restart) loads the artifact instead of compiling again.
     builtin(&host_with_cache(dir.clone()), "hello").await;
@@ -100,10 +116,16 @@ async fn compiled_plugins_are_cached_by_content_hash() {
 async fn a_plugin_built_against_another_wit_version_is_rejected_at_load() {
     let host = host();
     let err = host
-        .load("fixture:wit-version-mismatch", fixture_bytes("wit-version-mismatch"))
+        .load(
+            "fixture:wit-version-mismatch",
+            fixture_bytes("wit-version-mismatch"),
+        )
         .await
         .unwrap_err();
-    assert!(matches!(err, LoadError::IncompatibleVersion { .. }), "{err}");
+    assert!(
+        matches!(err, LoadError::IncompatibleVersion { .. }),
+        "{err}"
+    );
     assert_eq!(
         err.to_string(),
         "`fixture:wit-version-mismatch` was built against runloom:plugin@0.2.0, but this runloom \
@@ -114,7 +136,13 @@ async fn a_plugin_built_against_another_wit_version_is_rejected_at_load() {
 #[tokio::test]
 async fn bytes_that_are_not_a_component_are_rejected_at_load() {
     let host = host();
-    let err = host.load("junk.wasm", b"not wasm at all".to_vec()).await.unwrap_err();
+    let err = host
+        .load("junk.wasm", b"not wasm at all".to_vec())
+        .await
+        .unwrap_err();
     assert!(matches!(err, LoadError::Invalid { .. }), "{err}");
-    assert!(err.to_string().starts_with("`junk.wasm` is not a valid WebAssembly component"));
+    assert!(
+        err.to_string()
+            .starts_with("`junk.wasm` is not a valid WebAssembly component")
+    );
 }

@@ -24,10 +24,15 @@ pub(crate) fn host_with_cache(dir: PathBuf) -> PluginHost {
     .expect("plugin host")
 }
 
-/// The bytes of a test fixture component, by behaviour name (`sleep-forever`).
+/// The file of a test fixture component, by behaviour name (`sleep-forever`).
+pub(crate) fn fixture_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("RUNLOOM_FIXTURE_DIR"))
+        .join(format!("fixture_{}.wasm", name.replace('-', "_")))
+}
+
+/// The bytes of a test fixture component.
 pub(crate) fn fixture_bytes(name: &str) -> Vec<u8> {
-    let path = PathBuf::from(env!("RUNLOOM_FIXTURE_DIR"))
-        .join(format!("fixture_{}.wasm", name.replace('-', "_")));
+    let path = fixture_path(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
 }
 

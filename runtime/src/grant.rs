@@ -134,11 +134,15 @@ impl FromStr for HostPattern {
             HostMatch::Any
         } else if let Some(domain) = host.strip_prefix("*.") {
             if domain.is_empty() || domain.contains('*') {
-                return Err(err("a wildcard may only replace the leftmost labels: `*.example.org`"));
+                return Err(err(
+                    "a wildcard may only replace the leftmost labels: `*.example.org`",
+                ));
             }
             HostMatch::Subdomains(domain.to_string())
         } else if host.contains('*') {
-            return Err(err("a wildcard may only replace the leftmost labels: `*.example.org`"));
+            return Err(err(
+                "a wildcard may only replace the leftmost labels: `*.example.org`",
+            ));
         } else {
             HostMatch::Exact(host)
         };
@@ -197,10 +201,9 @@ impl HostPattern {
         let host_ok = match (&outer.host, &self.host) {
             (HostMatch::Any, _) => true,
             (HostMatch::Exact(o), HostMatch::Exact(s)) => o == s,
-            (HostMatch::Subdomains(o), HostMatch::Exact(s)) => {
-                s.strip_suffix(o.as_str())
-                    .is_some_and(|p| p.ends_with('.') && p.len() > 1)
-            }
+            (HostMatch::Subdomains(o), HostMatch::Exact(s)) => s
+                .strip_suffix(o.as_str())
+                .is_some_and(|p| p.ends_with('.') && p.len() > 1),
             (HostMatch::Subdomains(o), HostMatch::Subdomains(s)) => {
                 s == o || s.ends_with(&format!(".{o}"))
             }
@@ -287,8 +290,9 @@ impl<'de> Deserialize<'de> for DirGrant {
             Form::Short(s) => s.parse().map_err(serde::de::Error::custom),
             Form::Table(t) => {
                 let guest = t.guest.unwrap_or_else(|| t.host.clone());
-                DirGrant::new(&t.host, &guest, t.mode.unwrap_or(DirMode::Ro))
-                    .map_err(|why| serde::de::Error::custom(format!("invalid directory grant `{}`: {why}", t.host)))
+                DirGrant::new(&t.host, &guest, t.mode.unwrap_or(DirMode::Ro)).map_err(|why| {
+                    serde::de::Error::custom(format!("invalid directory grant `{}`: {why}", t.host))
+                })
             }
         }
     }
@@ -573,7 +577,10 @@ mod tests {
             "::1:80",
         ] {
             let err = bad.parse::<HostPattern>().unwrap_err().to_string();
-            assert!(err.starts_with(&format!("invalid host grant `{bad}`")), "{err}");
+            assert!(
+                err.starts_with(&format!("invalid host grant `{bad}`")),
+                "{err}"
+            );
         }
     }
 
@@ -591,7 +598,10 @@ mod tests {
         let d: DirGrant = "/var/log".parse().unwrap();
         assert_eq!((d.guest.as_str(), d.mode), ("/var/log", DirMode::Ro));
         let d: DirGrant = "/srv/data:/data:rw".parse().unwrap();
-        assert_eq!((d.host.to_str().unwrap(), d.guest.as_str(), d.mode), ("/srv/data", "/data", DirMode::Rw));
+        assert_eq!(
+            (d.host.to_str().unwrap(), d.guest.as_str(), d.mode),
+            ("/srv/data", "/data", DirMode::Rw)
+        );
         let d: DirGrant = "/tmp:rw".parse().unwrap();
         assert_eq!((d.guest.as_str(), d.mode), ("/tmp", DirMode::Rw));
         assert!("relative:/x".parse::<DirGrant>().is_err());
@@ -602,9 +612,24 @@ mod tests {
     #[test]
     fn dir_narrowing_keeps_paths_inside_and_never_adds_write() {
         let outer: DirGrant = "/srv:/srv:ro".parse().unwrap();
-        assert!("/srv/a:/a:ro".parse::<DirGrant>().unwrap().is_within(&outer));
-        assert!(!"/srv/a:/a:rw".parse::<DirGrant>().unwrap().is_within(&outer));
-        assert!(!"/etc:/etc:ro".parse::<DirGrant>().unwrap().is_within(&outer));
+        assert!(
+            "/srv/a:/a:ro"
+                .parse::<DirGrant>()
+                .unwrap()
+                .is_within(&outer)
+        );
+        assert!(
+            !"/srv/a:/a:rw"
+                .parse::<DirGrant>()
+                .unwrap()
+                .is_within(&outer)
+        );
+        assert!(
+            !"/etc:/etc:ro"
+                .parse::<DirGrant>()
+                .unwrap()
+                .is_within(&outer)
+        );
     }
 
     #[test]
@@ -613,8 +638,14 @@ mod tests {
         assert!(any.allows("/usr/bin/df", &["-P".into(), "/".into()]));
         assert!(!any.allows("/bin/df", &[]));
         let restart: CommandGrant = "/usr/bin/systemctl restart *.service".parse().unwrap();
-        assert!(restart.allows("/usr/bin/systemctl", &["restart".into(), "nginx.service".into()]));
-        assert!(!restart.allows("/usr/bin/systemctl", &["stop".into(), "nginx.service".into()]));
+        assert!(restart.allows(
+            "/usr/bin/systemctl",
+            &["restart".into(), "nginx.service".into()]
+        ));
+        assert!(!restart.allows(
+            "/usr/bin/systemctl",
+            &["stop".into(), "nginx.service".into()]
+        ));
         assert!(!restart.allows("/usr/bin/systemctl", &["restart".into()]));
         assert!(!restart.allows(
             "/usr/bin/systemctl",
@@ -622,7 +653,10 @@ mod tests {
         ));
         let rest: CommandGrant = "/usr/bin/apt-get -s **".parse().unwrap();
         assert!(rest.allows("/usr/bin/apt-get", &["-s".into()]));
-        assert!(rest.allows("/usr/bin/apt-get", &["-s".into(), "upgrade".into(), "-y".into()]));
+        assert!(rest.allows(
+            "/usr/bin/apt-get",
+            &["-s".into(), "upgrade".into(), "-y".into()]
+        ));
         assert!(!rest.allows("/usr/bin/apt-get", &["upgrade".into()]));
         assert!("systemctl".parse::<CommandGrant>().is_err());
         assert!("/bin/x ** a".parse::<CommandGrant>().is_err());

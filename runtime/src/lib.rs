@@ -2,8 +2,19 @@
 //!
 //! Runbooks (Rhai scripts or WebAssembly components) run on cron schedules, on alerts, or by
 //! hand, and call plugins: sandboxed WebAssembly components that can do only what they were
-//! granted. See `ARCHITECTURE.md` for the map of modules and their invariants.
+//! granted. `ARCHITECTURE.md` maps the modules and their invariants:
+//!
+//! - [`config`]: `runloom.toml`, strict and resolved;
+//! - [`grant`]: capabilities and their checks;
+//! - [`plugin`]: the WebAssembly plugin host (the only code that names wasmtime);
+//! - [`secret`]: where secret values come from;
+//! - [`builtin`]: the standard plugins embedded at build time;
+//! - [`cli`] and [`demo`]: the `runloom` command.
 
+pub mod builtin;
+pub mod cli;
+pub mod config;
+pub mod demo;
 pub mod grant;
 pub mod plugin;
-pub mod builtin;
+pub mod secret;

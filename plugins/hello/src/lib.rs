@@ -43,7 +43,11 @@ impl Plugin for Hello {
     fn actions() -> Actions {
         Actions::new()
             .read("greet", "Return a greeting for `name`.", greet)
-            .mutate("shout", "Write `message` to the run's log in capitals.", shout)
+            .mutate(
+                "shout",
+                "Write `message` to the run's log in capitals.",
+                shout,
+            )
     }
 }
 

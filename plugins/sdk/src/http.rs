@@ -222,7 +222,9 @@ impl Request {
             other => Method::Other(other.to_string()),
         };
         let invalid = |what: &str| HttpError::InvalidUrl(format!("`{}`: bad {what}", self.url));
-        request.set_method(&method).map_err(|()| invalid("method"))?;
+        request
+            .set_method(&method)
+            .map_err(|()| invalid("method"))?;
         let scheme = if url.scheme == "https" {
             Scheme::Https
         } else {
@@ -251,8 +253,7 @@ impl Request {
             let _ = options.set_between_bytes_timeout(Some(nanos));
             options
         });
-        let pending =
-            outgoing_handler::handle(request, options).map_err(|e| classify(&url, e))?;
+        let pending = outgoing_handler::handle(request, options).map_err(|e| classify(&url, e))?;
         write_body(body, &self.body)?;
 
         pending.subscribe().block();
@@ -418,7 +419,10 @@ mod tests {
         let url = Url::parse("https://example.org/").unwrap();
         match classify(&url, ErrorCode::HttpRequestDenied) {
             HttpError::Denied(d) => {
-                assert_eq!(d.message(), "may not connect to `example.org:443`: not granted")
+                assert_eq!(
+                    d.message(),
+                    "may not connect to `example.org:443`: not granted"
+                )
             }
             other => panic!("expected a denial, got {other:?}"),
         }

@@ -42,6 +42,7 @@
 
 extern crate self as runloom_sdk;
 
+pub mod check;
 pub mod exec;
 pub mod fs;
 pub mod http;
@@ -120,6 +121,7 @@ pub fn secret(name: &str) -> Result<String, Error> {
 macro_rules! export_plugin {
     ($plugin:ty) => {
         #[doc(hidden)]
+        #[allow(dead_code, reason = "exported only when built for WebAssembly")]
         pub struct __RunloomHandler;
 
         impl $crate::bindings::exports::runloom::plugin::handler::Guest for __RunloomHandler {
@@ -136,6 +138,9 @@ macro_rules! export_plugin {
             }
         }
 
+        // Export names such as `runloom:plugin/handler@0.1.0#invoke` only make sense in a
+        // component; a native build (for unit tests) must not export them.
+        #[cfg(target_arch = "wasm32")]
         $crate::bindings::__export_plugin_bindings!(__RunloomHandler with_types_in $crate::bindings);
     };
 }

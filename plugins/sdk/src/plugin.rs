@@ -175,9 +175,11 @@ mod tests {
         const NAME: &'static str = "doubler";
         const DESCRIPTION: &'static str = "Doubles numbers.";
         fn actions() -> Actions {
-            Actions::new()
-                .read("double", "Double `n`.", double)
-                .mutate("reset", "Reset nothing.", reset)
+            Actions::new().read("double", "Double `n`.", double).mutate(
+                "reset",
+                "Reset nothing.",
+                reset,
+            )
         }
     }
 
@@ -195,7 +197,11 @@ mod tests {
         let m = describe::<Doubler>("1.2.3");
         assert_eq!(m.name, "doubler");
         assert_eq!(m.version, "1.2.3");
-        let kinds: Vec<_> = m.actions.iter().map(|a| (a.name.as_str(), a.kind)).collect();
+        let kinds: Vec<_> = m
+            .actions
+            .iter()
+            .map(|a| (a.name.as_str(), a.kind))
+            .collect();
         assert_eq!(
             kinds,
             [("double", ActionKind::Read), ("reset", ActionKind::Mutate)]

@@ -166,9 +166,12 @@ mod tests {
 
     #[tokio::test]
     async fn captures_output_and_exit_code() {
-        let out = run(req("/bin/sh", &["-c", "echo out; echo err >&2; exit 3"]), Duration::from_secs(5))
-            .await
-            .unwrap();
+        let out = run(
+            req("/bin/sh", &["-c", "echo out; echo err >&2; exit 3"]),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
         assert!(matches!(out.status, Status::Exited(3)));
         assert_eq!(out.stdout, b"out\n");
         assert_eq!(out.stderr, b"err\n");
@@ -177,7 +180,9 @@ mod tests {
     #[tokio::test]
     async fn environment_is_clean() {
         // The test process has HOME, USER and more; none of them may reach the program.
-        let out = run(req("/usr/bin/env", &[]), Duration::from_secs(5)).await.unwrap();
+        let out = run(req("/usr/bin/env", &[]), Duration::from_secs(5))
+            .await
+            .unwrap();
         let env = String::from_utf8(out.stdout).unwrap();
         let mut names: Vec<&str> = env.lines().filter_map(|l| l.split('=').next()).collect();
         names.sort();
@@ -205,7 +210,10 @@ mod tests {
         assert!(matches!(out.status, Status::TimedOut));
         // The background child would create the marker after 1 s had it survived the kill.
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        assert!(!marker.exists(), "a process of the group outlived the timeout");
+        assert!(
+            !marker.exists(),
+            "a process of the group outlived the timeout"
+        );
     }
 
     #[tokio::test]
@@ -218,6 +226,10 @@ mod tests {
 
     #[tokio::test]
     async fn missing_program_is_a_spawn_error() {
-        assert!(run(req("/nonexistent/prog", &[]), Duration::from_secs(5)).await.is_err());
+        assert!(
+            run(req("/nonexistent/prog", &[]), Duration::from_secs(5))
+                .await
+                .is_err()
+        );
     }
 }

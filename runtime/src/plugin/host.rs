@@ -120,7 +120,10 @@ impl WasiHttpHooks for Egress {
         let host = uri.host().unwrap_or_default().to_string();
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
         if !self.grants.allows_host(&host, port) {
-            record(&self.denials, Denial::new("connect to", format!("{host}:{port}")));
+            record(
+                &self.denials,
+                Denial::new("connect to", format!("{host}:{port}")),
+            );
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
         let budget = self
@@ -130,10 +133,23 @@ impl WasiHttpHooks for Egress {
             .max(Duration::from_millis(1));
         let given = options.unwrap_or_default();
         let options = wasmtime_wasi_http::RequestOptions {
-            connect_timeout: Some(given.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT).min(budget)),
-            first_byte_timeout: Some(given.first_byte_timeout.unwrap_or(DEFAULT_BYTE_TIMEOUT).min(budget)),
+            connect_timeout: Some(
+                given
+                    .connect_timeout
+                    .unwrap_or(DEFAULT_CONNECT_TIMEOUT)
+                    .min(budget),
+            ),
+            first_byte_timeout: Some(
+                given
+                    .first_byte_timeout
+                    .unwrap_or(DEFAULT_BYTE_TIMEOUT)
+                    .min(budget),
+            ),
             between_bytes_timeout: Some(
-                given.between_bytes_timeout.unwrap_or(DEFAULT_BYTE_TIMEOUT).min(budget),
+                given
+                    .between_bytes_timeout
+                    .unwrap_or(DEFAULT_BYTE_TIMEOUT)
+                    .min(budget),
             ),
         };
         Box::new(async move {
@@ -249,28 +265,34 @@ impl exec::Host for HostState {
             program: command.program,
             args: command.args,
             stdin: command.stdin,
-            timeout: (command.timeout_ms > 0).then(|| Duration::from_millis(command.timeout_ms.into())),
+            timeout: (command.timeout_ms > 0)
+                .then(|| Duration::from_millis(command.timeout_ms.into())),
             max_output: command.max_output_bytes as usize,
         };
-        if !self.env.grants.allows_command(&request.program, &request.args) {
+        if !self
+            .env
+            .grants
+            .allows_command(&request.program, &request.args)
+        {
             let denial = Denial::new("run", request.display());
             record(&self.env.denials, denial.clone());
             return Ok(Err(exec::ExecError::Denied(to_wit(denial))));
         }
         let output = super::exec::run(request, self.env.remaining()).await;
-        Ok(output.map(|o| exec::Output {
-            status: match o.status {
-                super::exec::Status::Exited(c) => exec::ExitStatus::Exited(c),
-                super::exec::Status::Signaled(s) => exec::ExitStatus::Signaled(s),
-                super::exec::Status::TimedOut => exec::ExitStatus::TimedOut,
-            },
-            stdout: o.stdout,
-            stderr: o.stderr,
-            stdout_truncated: o.stdout_truncated,
-            stderr_truncated: o.stderr_truncated,
-            duration_ms: u64::try_from(o.duration.as_millis()).unwrap_or(u64::MAX),
-        })
-        .map_err(exec::ExecError::SpawnFailed))
+        Ok(output
+            .map(|o| exec::Output {
+                status: match o.status {
+                    super::exec::Status::Exited(c) => exec::ExitStatus::Exited(c),
+                    super::exec::Status::Signaled(s) => exec::ExitStatus::Signaled(s),
+                    super::exec::Status::TimedOut => exec::ExitStatus::TimedOut,
+                },
+                stdout: o.stdout,
+                stderr: o.stderr,
+                stdout_truncated: o.stdout_truncated,
+                stderr_truncated: o.stderr_truncated,
+                duration_ms: u64::try_from(o.duration.as_millis()).unwrap_or(u64::MAX),
+            })
+            .map_err(exec::ExecError::SpawnFailed))
     }
 }
 

@@ -15,6 +15,7 @@ mod bindings;
 mod cache;
 mod exec;
 mod host;
+mod registry;
 
 use crate::grant::{Denial, DirMode, Grants};
 use anyhow::Context as _;
@@ -31,6 +32,7 @@ use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 use wasmtime_wasi_http::WasiHttpCtx;
 
 pub use cache::content_hash;
+pub use registry::{LoadProblem, Registry, load_file};
 
 /// The WIT package version this host implements. Plugins must match its major.minor.
 pub const WIT_VERSION: &str = "0.1.0";
@@ -236,6 +238,17 @@ pub enum LogSource {
     Stderr,
     /// The engine, about the plugin (a granted secret with no value, dropped lines).
     Engine,
+}
+
+impl std::fmt::Display for LogSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LogSource::Plugin => "plugin",
+            LogSource::Stdout => "stdout",
+            LogSource::Stderr => "stderr",
+            LogSource::Engine => "engine",
+        })
+    }
 }
 
 /// One log line produced during a call.
@@ -645,15 +658,18 @@ impl PluginHost {
             ..Limits::default()
         };
         let request = CallRequest::new("", "");
-        let mut store = self
-            .store(origin.into(), &request, limits)
-            .map_err(|e| LoadError::Engine {
-                origin: origin.to_string(),
-                source: e,
-            })?;
+        let mut store =
+            self.store(origin.into(), &request, limits)
+                .map_err(|e| LoadError::Engine {
+                    origin: origin.to_string(),
+                    source: e,
+                })?;
         let fut = async {
             let instance = pre.instantiate_async(&mut store).await?;
-            instance.runloom_plugin_handler().call_describe(&mut store).await
+            instance
+                .runloom_plugin_handler()
+                .call_describe(&mut store)
+                .await
         };
         let raw = match tokio::time::timeout(DESCRIBE_TIMEOUT, fut).await {
             Ok(Ok(m)) => m,
@@ -697,7 +713,9 @@ impl PluginHost {
                 DirMode::Rw => FsPerms::ReadWrite,
             };
             wasi.preopened_dir(&dir.host, &dir.guest, perms)
-                .map_err(|e| Misconfigured(format!("granted directory `{}`: {e}", dir.host.display())))?;
+                .map_err(|e| {
+                    Misconfigured(format!("granted directory `{}`: {e}", dir.host.display()))
+                })?;
         }
         if !grants.hosts.is_empty() {
             let (check_grants, check_denials) = (grants.clone(), denials.clone());
@@ -708,8 +726,8 @@ impl PluginHost {
                     Box::pin(async move { socket_allowed(&grants, &denials, addr).await })
                 });
         }
-        let memory = usize::try_from(limits.memory.min(self.inner.config.max_memory))
-            .unwrap_or(usize::MAX);
+        let memory =
+            usize::try_from(limits.memory.min(self.inner.config.max_memory)).unwrap_or(usize::MAX);
         let state = HostState {
             wasi: wasi.build(),
             stdout,
@@ -753,7 +771,11 @@ impl PluginHost {
     }
 
     /// Call an action of `plugin` in a fresh instance.
-    pub async fn call(&self, plugin: &Plugin, request: CallRequest) -> Result<CallOutput, CallError> {
+    pub async fn call(
+        &self,
+        plugin: &Plugin,
+        request: CallRequest,
+    ) -> Result<CallOutput, CallError> {
         let name = plugin.name();
         let _slot = self
             .inner
@@ -825,10 +847,8 @@ impl std::fmt::Display for Misconfigured {
 
 impl std::error::Error for Misconfigured {}
 
-type RawResult = Result<
-    wasmtime::Result<Result<String, bindings::types::Error>>,
-    tokio::time::error::Elapsed,
->;
+type RawResult =
+    Result<wasmtime::Result<Result<String, bindings::types::Error>>, tokio::time::error::Elapsed>;
 
 /// Turn how a call ended into its output or a [`CallError`].
 fn classify(
@@ -920,7 +940,9 @@ fn forward_stdio(state: &mut HostState) {
         for line in String::from_utf8_lossy(&pipe).lines() {
             if !line.trim().is_empty() {
                 let message = host::clip(line.to_string());
-                state.env.emit(LogLine::new(level, source, message, Vec::new()));
+                state
+                    .env
+                    .emit(LogLine::new(level, source, message, Vec::new()));
             }
         }
     }
@@ -930,7 +952,10 @@ fn forward_stdio(state: &mut HostState) {
             sink(LogLine::new(
                 LogLevel::Warn,
                 LogSource::Engine,
-                format!("{dropped} log lines dropped over the limit of {} per call", host::MAX_LOG_LINES),
+                format!(
+                    "{dropped} log lines dropped over the limit of {} per call",
+                    host::MAX_LOG_LINES
+                ),
                 Vec::new(),
             ));
         }

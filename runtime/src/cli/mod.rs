@@ -1,0 +1,150 @@
+//! The `runloom` command line: argument types (clap) and dispatch to library code.
+//!
+//! Invariant: no engine logic here. Each subcommand parses its arguments, calls into the
+//! library, prints, and returns an [`ExitCode`]. `main.rs` only calls [`run`].
+
+mod plugin;
+
+use crate::config::Config;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+/// How `runloom` exits. Scripts and CI may rely on these numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitCode {
+    /// Everything worked.
+    Success = 0,
+    /// A run or plugin call failed (a check failed, a plugin returned an error, crashed or
+    /// broke a limit).
+    Failed = 1,
+    /// Bad command-line usage: unknown flag, bad value, unknown plugin or action.
+    Usage = 2,
+    /// A capability was not granted.
+    Denied = 3,
+    /// An engine fault: a bug, or the host (disk, database) failing.
+    Errored = 4,
+    /// A run or plugin call ran past its deadline.
+    TimedOut = 5,
+    /// A definition is invalid: `runloom.toml`, a runbook, or a plugin component.
+    Definition = 6,
+}
+
+/// An error that decides the exit code, with the message to print.
+#[derive(Debug)]
+pub struct Failure {
+    /// Exit code.
+    pub code: ExitCode,
+    /// What to print after `error: `.
+    pub message: String,
+}
+
+impl Failure {
+    /// A failure with `code`.
+    pub fn new(code: ExitCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure::new(ExitCode::Errored, format!("{e:#}"))
+    }
+}
+
+/// Result of a subcommand.
+pub type Outcome = Result<ExitCode, Failure>;
+
+/// Runloom: automation runbooks for IT operations, with sandboxed WebAssembly plugins.
+#[derive(Debug, Parser)]
+#[command(name = "runloom", version, about, long_about = None)]
+pub struct Cli {
+    /// Engine configuration file [default: ./runloom.toml if it exists].
+    #[arg(long, global = true, env = "RUNLOOM_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Data directory (store, compiled-plugin cache), overriding runloom.toml.
+    #[arg(long, global = true, env = "RUNLOOM_DATA_DIR", value_name = "PATH")]
+    pub data_dir: Option<PathBuf>,
+    /// More engine diagnostics on stderr (-v info, -vv debug). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show the main job end to end on this machine, with the embedded store.
+    Demo,
+    /// List, inspect and call plugins.
+    #[command(subcommand)]
+    Plugin(plugin::PluginCommand),
+}
+
+/// Parse arguments, run the subcommand, and return the process exit code.
+pub fn run() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // clap prints help/version to stdout with success, usage errors with code 2.
+            let _ = e.print();
+            return e.exit_code();
+        }
+    };
+    init_tracing(cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::Errored as i32;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(code) => code as i32,
+        Err(failure) => {
+            eprintln!("error: {}", failure.message);
+            failure.code as i32
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> Outcome {
+    let config = load_config(&cli)?;
+    match cli.command {
+        Command::Demo => crate::demo::run(&config).await.map_err(Failure::from),
+        Command::Plugin(cmd) => plugin::run(&config, cmd).await,
+    }
+}
+
+fn load_config(cli: &Cli) -> Result<Config, Failure> {
+    let mut config = Config::load(cli.config.as_deref())
+        .map_err(|e| Failure::new(ExitCode::Definition, e.to_string()))?;
+    if let Some(dir) = &cli.data_dir {
+        if config.plugin_dir == config.data_dir.join("plugins") {
+            config.plugin_dir = dir.join("plugins");
+        }
+        config.data_dir = dir.clone();
+    }
+    Ok(config)
+}
+
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -1,0 +1,194 @@
+//! The `runloom` executable: output and exit codes of the plugin commands and the demo.
+
+use crate::support::fixture_path;
+use std::process::{Command, Output};
+
+/// Run `runloom` with `args` in a scratch directory, sharing the compiled-plugin cache.
+fn runloom(args: &[&str]) -> Output {
+    let data = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cli-data");
+    Command::new(env!("CARGO_BIN_EXE_runloom"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(&data)
+        .current_dir(env!("CARGO_TARGET_TMPDIR"))
+        .env_remove("RUNLOOM_CONFIG")
+        .output()
+        .expect("run runloom")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn plugin_list_shows_the_standard_plugins() {
+    let out = runloom(&["plugin", "list"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.starts_with("NAME "), "{text}");
+    assert!(
+        text.contains("hello       0.1.0    greet (read), shout (mutate)  builtin:hello"),
+        "{text}"
+    );
+    assert!(text.contains("http-check"), "{text}");
+}
+
+#[test]
+fn plugin_inspect_json_carries_kinds_and_schemas() {
+    let out = runloom(&["plugin", "inspect", "http-check", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["name"], "http-check");
+    assert_eq!(doc["actions"][0]["name"], "check");
+    assert_eq!(doc["actions"][0]["kind"], "read");
+    assert_eq!(doc["actions"][0]["input_schema"]["required"][0], "url");
+    assert_eq!(
+        doc["actions"][0]["output_schema"]["properties"]["status"]["$ref"],
+        "#/$defs/Status"
+    );
+    assert_eq!(doc["origin"], "builtin:http-check");
+}
+
+#[test]
+fn plugin_inspect_accepts_a_component_path() {
+    let path = fixture_path("count-calls");
+    let out = runloom(&["plugin", "inspect", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).starts_with("count-calls 0.1.0\n"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn plugin_call_prints_the_output_and_exits_zero() {
+    let out = runloom(&[
+        "plugin",
+        "call",
+        "hello",
+        "greet",
+        "--input",
+        r#"{"name":"ops"}"#,
+        "--compact",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "{\"greeting\":\"hello, ops\"}\n");
+}
+
+#[test]
+fn plugin_call_exit_codes_tell_failure_denial_and_usage_apart() {
+    // Plugin failure: the plugin refuses the input.
+    let out = runloom(&["plugin", "call", "hello", "greet", "-i", r#"{"name":" "}"#]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out),
+        "error: invalid input: `name` must not be empty\n"
+    );
+    // Denial: a host not granted.
+    let out = runloom(&[
+        "plugin",
+        "call",
+        "http-check",
+        "check",
+        "-i",
+        r#"{"url":"https://example.org/"}"#,
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out),
+        "error: plugin `http-check` may not connect to `example.org:443`: not granted\n"
+    );
+    // Usage: unknown plugin, unknown action, bad JSON, bad grant flag.
+    for (args, message) in [
+        (
+            vec!["plugin", "call", "nope", "x"],
+            "error: no plugin named `nope`",
+        ),
+        (
+            vec!["plugin", "call", "hello", "wave"],
+            "error: plugin `hello` has no action `wave`",
+        ),
+        (
+            vec!["plugin", "call", "hello", "greet", "-i", "{oops"],
+            "error: --input is not JSON",
+        ),
+        (
+            vec!["plugin", "call", "hello", "greet", "--allow-host", "x"],
+            "invalid host grant `x`",
+        ),
+    ] {
+        let out = runloom(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(message), "{args:?}: {}", stderr(&out));
+    }
+}
+
+#[test]
+fn plugin_call_grant_flags_let_a_plugin_reach_a_granted_host() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        if let Ok((mut conn, _)) = listener.accept() {
+            let mut buf = [0u8; 1024];
+            let _ = conn.read(&mut buf);
+            let _ = conn
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+        }
+    });
+    let input = format!(r#"{{"url":"http://{addr}/"}}"#);
+    let grant = addr.to_string();
+    let out = runloom(&[
+        "plugin",
+        "call",
+        "http-check",
+        "check",
+        "-i",
+        &input,
+        "--allow-host",
+        &grant,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["status"], "ok", "{doc}");
+    assert_eq!(doc["facts"]["http_status"], 200);
+}
+
+#[test]
+fn a_bad_config_file_is_a_definition_error_naming_file_and_line() {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bad-config");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("runloom.toml");
+    std::fs::write(&file, "version = 1\n[plugins.hello]\nhost = [\"x:1\"]\n").unwrap();
+    let out = runloom(&["--config", file.to_str().unwrap(), "plugin", "list"]);
+    assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.starts_with(&format!("error: {}: line 3, column 1", file.display())),
+        "{err}"
+    );
+    assert!(err.contains("unknown field `host`"), "{err}");
+}
+
+#[test]
+fn demo_checks_a_live_service_and_shows_a_denial() {
+    let out = runloom(&["demo"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    for expected in [
+        "hello        0.1.0",
+        "http-check   0.1.0",
+        "action `check` [read]",
+        "healthy endpoint  ok ",
+        "slow endpoint     warning ",
+        "broken endpoint   critical ",
+        "host not granted  denied   plugin `http-check` may not connect to `example.org:443`: not granted",
+    ] {
+        assert!(text.contains(expected), "missing `{expected}` in:\n{text}");
+    }
+}
