@@ -7,7 +7,10 @@
 //! The guests are built by one nested `cargo build` into their own target directory (next to
 //! the host's), with the `guest` profile from the workspace `Cargo.toml`.
 
-#![allow(clippy::expect_used, reason = "a build script reports failure by panicking")]
+#![allow(
+    clippy::expect_used,
+    reason = "a build script reports failure by panicking"
+)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

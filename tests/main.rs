@@ -10,6 +10,7 @@
 mod support;
 
 mod cli;
+mod host_capabilities;
 mod hostile;
 mod http_check;
 mod plugin_host;

@@ -6,7 +6,7 @@
 //!
 //! Invariant: no I/O except reading the file; no globals. Other modules receive a [`Config`].
 
-use crate::grant::{CommandGrant, DirGrant, Grants, HostPattern};
+use crate::grant::{CommandGrant, DirGrant, Grants, HostPattern, SystemFact};
 use crate::plugin::Limits;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -67,6 +67,9 @@ pub struct PluginFile {
     /// Secret names the plugin may read (values come from `[secrets.NAME]`).
     #[serde(default)]
     pub secrets: Vec<String>,
+    /// Host facts: `"memory"`, `"load"`, `"processes"`.
+    #[serde(default)]
+    pub system: Vec<SystemFact>,
     /// Overrides `limits.timeout` for this plugin.
     pub timeout: Option<String>,
     /// Overrides `limits.memory` for this plugin.
@@ -255,6 +258,7 @@ impl Config {
                         dirs: p.dirs,
                         commands: p.commands,
                         secrets: p.secrets,
+                        system: p.system,
                     },
                     limits: plugin_limits,
                 },

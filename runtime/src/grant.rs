@@ -28,6 +28,49 @@ pub struct Grants {
     /// Names of secrets the plugin may read.
     #[serde(default)]
     pub secrets: Vec<String>,
+    /// Host facts the plugin may read: `memory`, `load`, `processes`.
+    #[serde(default)]
+    pub system: Vec<SystemFact>,
+}
+
+/// A host fact WASI cannot reach, granted by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SystemFact {
+    /// Memory and swap figures.
+    Memory,
+    /// Load averages.
+    Load,
+    /// The process list (names, pids, memory; no command lines).
+    Processes,
+}
+
+impl SystemFact {
+    /// The name used in grants and denials.
+    pub fn name(self) -> &'static str {
+        match self {
+            SystemFact::Memory => "memory",
+            SystemFact::Load => "load",
+            SystemFact::Processes => "processes",
+        }
+    }
+}
+
+impl FromStr for SystemFact {
+    type Err = GrantParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "memory" => Ok(SystemFact::Memory),
+            "load" => Ok(SystemFact::Load),
+            "processes" => Ok(SystemFact::Processes),
+            _ => Err(parse_error(
+                "system",
+                s,
+                "expected `memory`, `load` or `processes`",
+            )),
+        }
+    }
 }
 
 /// A capability use that no grant covers.
@@ -522,12 +565,32 @@ impl Grants {
         self.secrets.iter().any(|s| s == name)
     }
 
+    /// Whether the host fact is granted.
+    pub fn allows_system(&self, fact: SystemFact) -> bool {
+        self.system.contains(&fact)
+    }
+
+    /// The host path behind a guest path inside a granted directory, if any; the most
+    /// specific grant wins. `..` is resolved lexically first, so it cannot climb out.
+    pub fn host_path(&self, guest: &str) -> Option<PathBuf> {
+        let guest = lexical_normalize(Path::new(guest))?;
+        self.dirs
+            .iter()
+            .filter_map(|d| {
+                let rest = guest.strip_prefix(Path::new(&d.guest)).ok()?;
+                Some((d.guest.len(), d.host.join(rest)))
+            })
+            .max_by_key(|(len, _)| *len)
+            .map(|(_, host)| host)
+    }
+
     /// True when nothing is granted.
     pub fn is_empty(&self) -> bool {
         self.hosts.is_empty()
             && self.dirs.is_empty()
             && self.commands.is_empty()
             && self.secrets.is_empty()
+            && self.system.is_empty()
     }
 
     /// Every grant as one line (`host api.example.org:443`), for `plugin inspect` and logs.
@@ -537,8 +600,28 @@ impl Grants {
         out.extend(self.dirs.iter().map(|d| format!("dir {d}")));
         out.extend(self.commands.iter().map(|c| format!("command {c}")));
         out.extend(self.secrets.iter().map(|s| format!("secret {s}")));
+        out.extend(self.system.iter().map(|s| format!("system {}", s.name())));
         out
     }
+}
+
+/// An absolute path with `.` and `..` resolved without touching the filesystem; `None` for a
+/// relative path.
+fn lexical_normalize(path: &Path) -> Option<PathBuf> {
+    if !path.is_absolute() {
+        return None;
+    }
+    let mut out = PathBuf::from("/");
+    for part in path.components() {
+        match part {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(p) => out.push(p),
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    Some(out)
 }
 
 #[cfg(test)]
@@ -693,6 +776,34 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("invalid host grant `example.org`"), "{err}");
+    }
+
+    #[test]
+    fn guest_paths_map_to_host_paths_only_inside_grants() {
+        let g = Grants {
+            dirs: vec![
+                "/srv:/data:ro".parse().unwrap(),
+                "/mnt/big:/data/big:rw".parse().unwrap(),
+            ],
+            ..Grants::default()
+        };
+        assert_eq!(g.host_path("/data/x"), Some(PathBuf::from("/srv/x")));
+        assert_eq!(g.host_path("/data"), Some(PathBuf::from("/srv")));
+        assert_eq!(
+            g.host_path("/data/big/y"),
+            Some(PathBuf::from("/mnt/big/y"))
+        );
+        assert_eq!(g.host_path("/data/../etc/shadow"), None);
+        assert_eq!(g.host_path("/database"), None);
+        assert_eq!(g.host_path("relative"), None);
+    }
+
+    #[test]
+    fn system_facts_parse_by_name() {
+        let g: Grants = toml::from_str(r#"system = ["memory", "load"]"#).unwrap();
+        assert!(g.allows_system(SystemFact::Memory));
+        assert!(!g.allows_system(SystemFact::Processes));
+        assert!(toml::from_str::<Grants>(r#"system = ["cpu"]"#).is_err());
     }
 
     #[test]

@@ -48,6 +48,8 @@ pub mod fs;
 pub mod http;
 pub mod log;
 mod plugin;
+pub mod system;
+pub mod tls;
 
 pub use plugin::{Actions, Plugin};
 

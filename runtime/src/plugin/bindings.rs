@@ -17,4 +17,4 @@ wasmtime::component::bindgen!({
     },
 });
 
-pub(crate) use self::runloom::plugin::{exec, log, secrets, types};
+pub(crate) use self::runloom::plugin::{exec, log, secrets, system, tls, types};

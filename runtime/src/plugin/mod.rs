@@ -16,6 +16,8 @@ mod cache;
 mod exec;
 mod host;
 mod registry;
+mod system;
+mod tls;
 
 use crate::grant::{Denial, DirMode, Grants};
 use anyhow::Context as _;
@@ -553,6 +555,8 @@ impl PluginHost {
         bindings::log::add_to_linker::<HostState, Own>(&mut linker, |s| s)?;
         bindings::secrets::add_to_linker::<HostState, Own>(&mut linker, |s| s)?;
         bindings::exec::add_to_linker::<HostState, Own>(&mut linker, |s| s)?;
+        bindings::system::add_to_linker::<HostState, Own>(&mut linker, |s| s)?;
+        bindings::tls::add_to_linker::<HostState, Own>(&mut linker, |s| s)?;
         start_epoch_ticker(&engine);
         let cache = cache::Cache::new(config.cache_dir.clone(), &engine);
         let slots = tokio::sync::Semaphore::new(config.max_concurrent_calls.max(1) as usize);
