@@ -17,4 +17,5 @@ pub mod config;
 pub mod demo;
 pub mod grant;
 pub mod plugin;
+pub mod runbook;
 pub mod secret;
