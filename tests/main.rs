@@ -7,10 +7,12 @@
     reason = "a test fails by panicking, with the message saying what broke"
 )]
 
+mod scratch;
 mod support;
 
 mod cli;
 mod host_capabilities;
 mod hostile;
 mod http_check;
+mod patch;
 mod plugin_host;
