@@ -18,4 +18,6 @@ pub mod demo;
 pub mod grant;
 pub mod plugin;
 pub mod runbook;
+pub mod run;
 pub mod secret;
+pub mod store;

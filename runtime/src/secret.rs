@@ -31,3 +31,115 @@ impl SecretSource for Secrets {
         self.sources.get(name).and_then(SecretRef::read)
     }
 }
+
+/// Masks secret values in everything a run stores or shows. Every value handed to a plugin or
+/// a runbook body is added as it is read, so it is masked from that moment on.
+#[derive(Debug, Clone, Default)]
+pub struct Masker {
+    values: std::sync::Arc<std::sync::RwLock<Vec<String>>>,
+}
+
+/// What a masked secret looks like.
+pub const MASK: &str = "********";
+
+/// Values shorter than this are not masked: masking `a` would erase every `a` in the log and
+/// protect nothing.
+const MIN_MASKED_LEN: usize = 4;
+
+impl Masker {
+    /// Remember `value` as secret.
+    pub fn add(&self, value: &str) {
+        if value.len() < MIN_MASKED_LEN {
+            return;
+        }
+        if let Ok(mut values) = self.values.write()
+            && !values.iter().any(|v| v == value)
+        {
+            values.push(value.to_string());
+            // Longest first, so a secret containing another is masked whole.
+            values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+        }
+    }
+
+    /// `text` with every known secret replaced by [`MASK`].
+    pub fn mask(&self, text: &str) -> String {
+        let Ok(values) = self.values.read() else {
+            return text.to_string();
+        };
+        let mut out = text.to_string();
+        for v in values.iter() {
+            if out.contains(v.as_str()) {
+                out = out.replace(v.as_str(), MASK);
+            }
+        }
+        out
+    }
+
+    /// A JSON value with every string masked (keys included).
+    pub fn mask_json(&self, value: &serde_json::Value) -> serde_json::Value {
+        use serde_json::Value;
+        if self.values.read().map(|v| v.is_empty()).unwrap_or(true) {
+            return value.clone();
+        }
+        match value {
+            Value::String(s) => Value::String(self.mask(s)),
+            Value::Array(a) => Value::Array(a.iter().map(|v| self.mask_json(v)).collect()),
+            Value::Object(o) => Value::Object(
+                o.iter()
+                    .map(|(k, v)| (self.mask(k), self.mask_json(v)))
+                    .collect(),
+            ),
+            other => other.clone(),
+        }
+    }
+}
+
+/// A secret source that tells a [`Masker`] about every value it hands out.
+pub struct MaskingSecrets {
+    /// Where values come from.
+    pub inner: Secrets,
+    /// Who learns about them.
+    pub masker: Masker,
+}
+
+impl SecretSource for MaskingSecrets {
+    fn get(&self, name: &str) -> Option<String> {
+        let value = self.inner.get(name)?;
+        self.masker.add(&value);
+        Some(value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn masks_known_values_longest_first_in_text_and_json() {
+        let m = Masker::default();
+        m.add("hunter2-token");
+        m.add("hunter2");
+        m.add("abc"); // too short to mask
+        assert_eq!(m.mask("key=hunter2-token, pw=hunter2, x=abc"), "key=********, pw=********, x=abc");
+        let v = json!({"url": "https://h/?t=hunter2-token", "n": 1, "list": ["hunter2"], "hunter2": true});
+        assert_eq!(
+            m.mask_json(&v),
+            json!({"url": "https://h/?t=********", "n": 1, "list": ["********"], "********": true})
+        );
+    }
+
+    #[test]
+    fn masking_secrets_register_what_they_hand_out() {
+        let file = std::env::temp_dir().join(format!("runloom-mask-{}", std::process::id()));
+        std::fs::write(&file, "s3cr3t-value\n").unwrap();
+        let mut secrets = Secrets::default();
+        secrets.insert("db".into(), SecretRef::File(file.clone()));
+        let masker = Masker::default();
+        let source = MaskingSecrets { inner: secrets, masker: masker.clone() };
+        assert_eq!(masker.mask("s3cr3t-value"), "s3cr3t-value", "unknown until read");
+        assert_eq!(source.get("db").as_deref(), Some("s3cr3t-value"));
+        assert_eq!(masker.mask("pw s3cr3t-value"), "pw ********");
+        std::fs::remove_file(file).unwrap();
+    }
+}

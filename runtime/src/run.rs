@@ -1,0 +1,238 @@
+//! The vocabulary of runs shared by the executor, the store, the CLI and the API: statuses,
+//! step outcomes, and the records each keeps. Pure data.
+
+use serde::Serialize;
+use serde_json::Value;
+
+/// Where a run is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Waiting for a worker.
+    Queued,
+    /// Executing.
+    Running,
+    /// Finished: the body returned normally.
+    Succeeded,
+    /// Finished: a step failed, the body failed, or a script limit was hit.
+    Failed,
+    /// Finished: a fault in the engine (database, bug).
+    Errored,
+    /// Finished: the run's deadline passed.
+    TimedOut,
+    /// Finished: cancelled (by an operator, or by its alert resolving).
+    Cancelled,
+    /// Never ran: a policy, an overlap rule or a missed tick suppressed it; `reason` says which.
+    Skipped,
+}
+
+impl RunStatus {
+    /// Every status, in lifecycle order.
+    pub const ALL: [RunStatus; 8] = [
+        RunStatus::Queued,
+        RunStatus::Running,
+        RunStatus::Succeeded,
+        RunStatus::Failed,
+        RunStatus::Errored,
+        RunStatus::TimedOut,
+        RunStatus::Cancelled,
+        RunStatus::Skipped,
+    ];
+
+    /// The name stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Queued => "queued",
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Errored => "errored",
+            RunStatus::TimedOut => "timed_out",
+            RunStatus::Cancelled => "cancelled",
+            RunStatus::Skipped => "skipped",
+        }
+    }
+
+    /// Whether the run is over.
+    pub fn is_final(self) -> bool {
+        !matches!(self, RunStatus::Queued | RunStatus::Running)
+    }
+}
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for RunStatus {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        RunStatus::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| {
+                let all: Vec<&str> = RunStatus::ALL.iter().map(|s| s.as_str()).collect();
+                format!("`{s}` is not a run status (one of: {})", all.join(", "))
+            })
+    }
+}
+
+/// How a step ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    /// In progress.
+    Running,
+    /// Done.
+    Succeeded,
+    /// Failed (after any retries).
+    Failed,
+    /// A `mutate` action in a dry-run: recorded with its input, not invoked.
+    Planned,
+    /// Interrupted by cancellation or the run's deadline.
+    Interrupted,
+}
+
+impl StepStatus {
+    /// The name stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepStatus::Running => "running",
+            StepStatus::Succeeded => "succeeded",
+            StepStatus::Failed => "failed",
+            StepStatus::Planned => "planned",
+            StepStatus::Interrupted => "interrupted",
+        }
+    }
+
+    /// Parse a stored name.
+    pub fn parse(s: &str) -> Option<StepStatus> {
+        [
+            StepStatus::Running,
+            StepStatus::Succeeded,
+            StepStatus::Failed,
+            StepStatus::Planned,
+            StepStatus::Interrupted,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
+    }
+}
+
+/// A run as stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunRecord {
+    /// Sortable unique id (ULID).
+    pub id: String,
+    /// Runbook name.
+    pub runbook: String,
+    /// SHA-256 of the runbook's files when the run was created.
+    pub runbook_hash: String,
+    /// Status.
+    pub status: RunStatus,
+    /// `manual`, `cron`, `alert` or `webhook`.
+    pub trigger_kind: String,
+    /// The trigger event (alert labels, cron tick, …).
+    pub trigger: Value,
+    /// Resolved parameters.
+    pub params: Value,
+    /// Whether `mutate` actions were planned instead of invoked.
+    pub dry_run: bool,
+    /// Why it was skipped, or why it failed (secrets masked).
+    pub reason: Option<String>,
+    /// Kind of failure (`fail`, `script`, a step error kind).
+    pub error_kind: Option<String>,
+    /// `runbook`, `plugin` or `engine`.
+    pub blame: Option<String>,
+    /// The body's output (secrets masked).
+    pub output: Option<Value>,
+    /// Unix milliseconds.
+    pub queued_at: i64,
+    /// Unix milliseconds.
+    pub started_at: Option<i64>,
+    /// Unix milliseconds.
+    pub ended_at: Option<i64>,
+    /// How many times a worker started it (more than 1 after a restart).
+    pub attempt: i64,
+}
+
+impl RunRecord {
+    /// Time from start to end.
+    pub fn duration_ms(&self) -> Option<i64> {
+        Some(self.ended_at? - self.started_at?)
+    }
+}
+
+/// A step as stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StepRecord {
+    /// The run.
+    pub run_id: String,
+    /// Order within the run, from 1.
+    pub seq: i64,
+    /// Enclosing named step, if any.
+    pub parent: Option<i64>,
+    /// `call` (a plugin call) or `group` (a named step).
+    pub kind: String,
+    /// The group name, or `plugin.action`.
+    pub name: String,
+    /// Plugin called.
+    pub plugin: Option<String>,
+    /// Action called.
+    pub action: Option<String>,
+    /// `read` or `mutate`.
+    pub action_kind: Option<String>,
+    /// SHA-256 of the plugin component called.
+    pub plugin_hash: Option<String>,
+    /// Outcome.
+    pub status: StepStatus,
+    /// Input (secrets masked).
+    pub input: Option<Value>,
+    /// Output (secrets masked).
+    pub output: Option<Value>,
+    /// Kind of failure.
+    pub error_kind: Option<String>,
+    /// Failure message (secrets masked).
+    pub error: Option<String>,
+    /// `runbook`, `plugin` or `engine`.
+    pub blame: Option<String>,
+    /// Attempts made (1 without retries).
+    pub attempts: i64,
+    /// Unix milliseconds.
+    pub started_at: i64,
+    /// Unix milliseconds.
+    pub ended_at: Option<i64>,
+}
+
+/// A log line as stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LogRecord {
+    /// The run.
+    pub run_id: String,
+    /// Order within the run, from 1.
+    pub seq: i64,
+    /// The step that produced it, if any.
+    pub step: Option<i64>,
+    /// Unix milliseconds.
+    pub ts: i64,
+    /// `trace` … `error`.
+    pub level: String,
+    /// `engine`, `script`, `plugin`, `stdout`, `stderr`.
+    pub source: String,
+    /// The text (secrets masked).
+    pub message: String,
+    /// `key=value` fields (secrets masked).
+    pub fields: Vec<(String, String)>,
+}
+
+/// Now, in Unix milliseconds.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// A new sortable run id.
+pub fn new_id() -> String {
+    ulid::Ulid::new().to_string().to_ascii_lowercase()
+}
