@@ -10,6 +10,7 @@
 mod scratch;
 mod support;
 
+mod backup;
 mod cli;
 mod host_capabilities;
 mod hostile;
