@@ -1,8 +1,9 @@
 //! Builds the guest components for `wasm32-wasip2`: the standard plugins (every crate under
-//! `plugins/` except the SDK), embedded in the `runloom` binary, and the test fixtures (every
-//! crate under `tests/fixtures/`), whose directory the tests find in `RUNLOOM_FIXTURE_DIR`.
-//! So `cargo run`, `cargo test` and `cargo install` always use components built from this
-//! checkout, with nothing to run by hand.
+//! `plugins/` except the SDK), embedded in the `runloom` binary; the runbook bodies written in
+//! Rust (every `runbooks/<name>/` with a `Cargo.toml`), copied to `runbooks/<name>/main.wasm`;
+//! and the test fixtures (every crate under `tests/fixtures/`), whose directory the tests find
+//! in `RUNLOOM_FIXTURE_DIR`. So `cargo run`, `cargo test` and `cargo install` always use
+//! components built from this checkout, with nothing to run by hand.
 //!
 //! The guests are built by one nested `cargo build` into their own target directory (next to
 //! the host's), with the `guest` profile from the workspace `Cargo.toml`.
@@ -134,13 +135,46 @@ fn main() {
     let plugins_dir = workspace.join("plugins");
     println!("cargo:rerun-if-changed={}", plugins_dir.display());
     println!("cargo:rerun-if-changed={}", workspace.join("wit").display());
+    // The `guest` profile lives in the workspace manifest.
+    println!(
+        "cargo:rerun-if-changed={}",
+        workspace.join("Cargo.toml").display()
+    );
     let fixtures_dir = workspace.join("tests").join("fixtures");
     println!("cargo:rerun-if-changed={}", fixtures_dir.display());
 
+    let runbooks_dir = workspace.join("runbooks");
+    let runbooks = guest_packages(&runbooks_dir, "runbook-", &[]);
+    // Only each runbook crate's manifest and sources: `main.wasm`, written below, lives in the
+    // same directory, and watching it would rerun this script forever. A new runbook crate is
+    // added to the workspace members, in the workspace manifest watched above.
+    for package in &runbooks {
+        let dir = runbooks_dir.join(package.trim_start_matches("runbook-"));
+        println!(
+            "cargo:rerun-if-changed={}",
+            dir.join("Cargo.toml").display()
+        );
+        println!("cargo:rerun-if-changed={}", dir.join("src").display());
+    }
+
     let plugins = guest_packages(&plugins_dir, "plugin-", &["sdk"]);
     let fixtures = guest_packages(&fixtures_dir, "fixture-", &[]);
-    let all: Vec<String> = plugins.iter().chain(&fixtures).cloned().collect();
-    let built: Vec<_> = build_guests(&workspace, &all)
+    let all: Vec<String> = plugins
+        .iter()
+        .chain(&fixtures)
+        .chain(&runbooks)
+        .cloned()
+        .collect();
+    let built = build_guests(&workspace, &all);
+    for (package, wasm) in &built {
+        if let Some(dir) = package
+            .strip_prefix("runbook-")
+            .filter(|_| runbooks.contains(package))
+        {
+            copy_if_changed(wasm, &runbooks_dir.join(dir).join("main.wasm"));
+        }
+    }
+    let built: Vec<_> = built
         .into_iter()
         .filter(|(package, _)| plugins.contains(package))
         .collect();
@@ -162,6 +196,19 @@ fn main() {
     // Tests load fixtures from files; all guests land in one directory.
     let dir = guest_target_dir().join("wasm32-wasip2").join("guest");
     println!("cargo:rustc-env=RUNLOOM_FIXTURE_DIR={}", dir.display());
+}
+
+/// Copy `from` to `to` unless `to` already holds the same bytes, so an unchanged runbook keeps
+/// its file and its modification time. Written under a temporary name first, so a reader never
+/// sees half a component.
+fn copy_if_changed(from: &Path, to: &Path) {
+    let bytes = std::fs::read(from).expect("read the built runbook component");
+    if std::fs::read(to).is_ok_and(|old| old == bytes) {
+        return;
+    }
+    let tmp = to.with_extension("wasm.tmp");
+    std::fs::write(&tmp, &bytes).expect("write the runbook component");
+    std::fs::rename(&tmp, to).expect("move the runbook component into place");
 }
 
 /// rust-toolchain.toml names `wasm32-wasip2`, and rustup installs it when it installs the

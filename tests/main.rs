@@ -17,3 +17,4 @@ mod hostile;
 mod http_check;
 mod patch;
 mod plugin_host;
+mod wasm_runbook;

@@ -129,7 +129,7 @@ async fn a_plugin_built_against_another_wit_version_is_rejected_at_load() {
     assert_eq!(
         err.to_string(),
         "`fixture:wit-version-mismatch` was built against runloom:plugin@0.2.0, but this runloom \
-         implements runloom:plugin@0.1.0; rebuild the plugin with a runloom-sdk for 0.1.0"
+         implements runloom:plugin@0.1.0; rebuild it with a runloom-sdk for 0.1.0"
     );
 }
 

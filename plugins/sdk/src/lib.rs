@@ -38,6 +38,9 @@
 //!
 //! Pure logic unit-tests natively with `cargo test -p <plugin>`; host calls only work inside
 //! the engine, so keep them at the edges of your code.
+//!
+//! The same crate writes runbook bodies as components: see [`runbook`] and
+//! [`export_runbook!`].
 #![deny(missing_docs)]
 
 extern crate self as runloom_sdk;
@@ -48,6 +51,7 @@ pub mod fs;
 pub mod http;
 pub mod log;
 mod plugin;
+pub mod runbook;
 pub mod system;
 pub mod tls;
 
@@ -144,5 +148,30 @@ macro_rules! export_plugin {
         // component; a native build (for unit tests) must not export them.
         #[cfg(target_arch = "wasm32")]
         $crate::bindings::__export_plugin_bindings!(__RunloomHandler with_types_in $crate::bindings);
+    };
+}
+
+/// Export a function as the component's runbook body (`runloom:plugin/body.run`).
+///
+/// The function takes nothing and returns `Result<O, RunError>` for any serialisable `O`,
+/// the run's output. Call the macro once, at the top level of the runbook crate.
+#[macro_export]
+macro_rules! export_runbook {
+    ($run:path) => {
+        #[doc(hidden)]
+        #[allow(dead_code, reason = "exported only when built for WebAssembly")]
+        pub struct __RunloomRunbook;
+
+        impl $crate::runbook::bindings::exports::runloom::plugin::body::Guest for __RunloomRunbook {
+            fn run() -> ::core::result::Result<::std::string::String, $crate::runbook::RunError> {
+                $crate::runbook::__run($run)
+            }
+        }
+
+        // As in `export_plugin!`: export names only make sense in a component.
+        #[cfg(target_arch = "wasm32")]
+        $crate::runbook::bindings::__export_runbook_bindings!(
+            __RunloomRunbook with_types_in $crate::runbook::bindings
+        );
     };
 }

@@ -6,6 +6,8 @@
 //! `runloom:plugin` WIT version, pre-instantiates it and reads its manifest.
 //! [`PluginHost::call`] runs one action in a fresh instance with the caller's grants, a
 //! wall-clock deadline, a memory cap and an output cap, and classifies every way it can end.
+//! Runbook bodies written as components load and run here too
+//! ([`PluginHost::load_runbook`]): same engine, cache and limits, and no grants at all.
 //!
 //! Invariant: this is the only module that names wasmtime. Nothing survives from one call to
 //! the next: every call gets a new `Store` and instance. Every capability check happens here,
@@ -16,6 +18,7 @@ mod cache;
 mod exec;
 mod host;
 mod registry;
+mod runbook;
 mod system;
 mod tls;
 
@@ -35,6 +38,7 @@ use wasmtime_wasi_http::WasiHttpCtx;
 
 pub use cache::content_hash;
 pub use registry::{LoadProblem, Registry, load_file};
+pub use runbook::{RunbookComponent, RunbookLimits};
 
 /// The WIT package version this host implements. Plugins must match its major.minor.
 pub const WIT_VERSION: &str = "0.1.0";
@@ -479,7 +483,7 @@ pub enum LoadError {
     },
     /// Built against another version of the plugin contract.
     #[error(
-        "`{origin}` was built against runloom:plugin@{found}, but this runloom implements runloom:plugin@{WIT_VERSION}; rebuild the plugin with a runloom-sdk for {WIT_VERSION}"
+        "`{origin}` was built against runloom:plugin@{found}, but this runloom implements runloom:plugin@{WIT_VERSION}; rebuild it with a runloom-sdk for {WIT_VERSION}"
     )]
     IncompatibleVersion {
         /// File or builtin name.
@@ -491,6 +495,12 @@ pub enum LoadError {
     #[error("`{origin}` is not a Runloom plugin: it does not export `{HANDLER_INTERFACE}`")]
     NotAPlugin {
         /// File or builtin name.
+        origin: String,
+    },
+    /// Exports no `runloom:plugin/body`.
+    #[error("`{origin}` is not a Runloom runbook: it does not export `runloom:plugin/body`")]
+    NotARunbook {
+        /// File name.
         origin: String,
     },
     /// Needs an import the host does not provide.
@@ -528,6 +538,7 @@ pub struct PluginHost {
 struct HostInner {
     engine: Engine,
     linker: Linker<HostState>,
+    runbook_linker: Linker<runbook::RunbookState>,
     cache: cache::Cache,
     config: HostConfig,
     slots: tokio::sync::Semaphore,
@@ -557,6 +568,7 @@ impl PluginHost {
         bindings::exec::add_to_linker::<HostState, Own>(&mut linker, |s| s)?;
         bindings::system::add_to_linker::<HostState, Own>(&mut linker, |s| s)?;
         bindings::tls::add_to_linker::<HostState, Own>(&mut linker, |s| s)?;
+        let runbook_linker = runbook::linker(&engine)?;
         start_epoch_ticker(&engine);
         let cache = cache::Cache::new(config.cache_dir.clone(), &engine);
         let slots = tokio::sync::Semaphore::new(config.max_concurrent_calls.max(1) as usize);
@@ -564,6 +576,7 @@ impl PluginHost {
             inner: Arc::new(HostInner {
                 engine,
                 linker,
+                runbook_linker,
                 cache,
                 config,
                 slots,
@@ -579,24 +592,12 @@ impl PluginHost {
 
     /// Load a component as a plugin. `origin` names it in messages (`builtin:hello`, a path).
     pub async fn load(&self, origin: &str, bytes: Vec<u8>) -> Result<Plugin, LoadError> {
-        let inner = self.inner.clone();
-        let origin_owned = origin.to_string();
-        let (component, hash) = tokio::task::spawn_blocking(move || {
-            let hash = content_hash(&bytes);
-            let compiled = inner.cache.component(&inner.engine, &bytes, &hash);
-            compiled.map(|(c, _)| (c, hash))
-        })
-        .await
-        .map_err(|e| LoadError::Engine {
-            origin: origin.to_string(),
-            source: e.into(),
-        })?
-        .map_err(|e| LoadError::Invalid {
-            origin: origin_owned,
-            message: format!("{e:#}"),
-        })?;
-
-        self.check_contract(origin, &component)?;
+        let (component, hash) = self.compile(origin, bytes).await?;
+        if !self.check_contract(origin, &component, HANDLER_INTERFACE)? {
+            return Err(LoadError::NotAPlugin {
+                origin: origin.to_string(),
+            });
+        }
         let pre = self
             .inner
             .linker
@@ -620,35 +621,70 @@ impl PluginHost {
         })
     }
 
-    /// Reject components built against another `runloom:plugin` version with a message that
-    /// names both versions, before wasmtime's generic type-check error can.
+    /// Compile a component, or load it from the cache, off the async threads. Returns it with
+    /// the hex SHA-256 of `bytes`.
+    async fn compile(
+        &self,
+        origin: &str,
+        bytes: Vec<u8>,
+    ) -> Result<(wasmtime::component::Component, String), LoadError> {
+        let inner = self.inner.clone();
+        let origin_owned = origin.to_string();
+        let (component, hash) = tokio::task::spawn_blocking(move || {
+            let hash = content_hash(&bytes);
+            let compiled = inner.cache.component(&inner.engine, &bytes, &hash);
+            compiled.map(|(c, _)| (c, hash))
+        })
+        .await
+        .map_err(|e| LoadError::Engine {
+            origin: origin.to_string(),
+            source: e.into(),
+        })?
+        .map_err(|e| LoadError::Invalid {
+            origin: origin_owned,
+            message: format!("{e:#}"),
+        })?;
+        Ok((component, hash))
+    }
+
+    /// Whether the component exports `interface` (`runloom:plugin/handler` for a plugin,
+    /// `runloom:plugin/body` for a runbook). Rejects components built against another
+    /// `runloom:plugin` version with a message that names both versions, before wasmtime's
+    /// generic type-check error can.
     fn check_contract(
         &self,
         origin: &str,
         component: &wasmtime::component::Component,
-    ) -> Result<(), LoadError> {
+        interface: &str,
+    ) -> Result<bool, LoadError> {
         let ty = component.component_type();
         let engine = &self.inner.engine;
         let mut names: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
-        let handler = names
-            .iter()
-            .find_map(|n| n.strip_prefix(HANDLER_INTERFACE)?.strip_prefix('@'))
-            .map(str::to_string);
+        let exported = names.iter().any(|n| {
+            n.strip_prefix(interface)
+                .is_some_and(|v| v.starts_with('@'))
+        });
         names.extend(ty.imports(engine).map(|(n, _)| n.to_string()));
         let foreign = names
             .iter()
             .filter_map(|n| n.strip_prefix("runloom:plugin/")?.split_once('@'))
             .map(|(_, v)| v.to_string())
             .find(|v| !compatible(v));
-        match (handler, foreign) {
-            (_, Some(found)) => Err(LoadError::IncompatibleVersion {
+        match foreign {
+            Some(found) => Err(LoadError::IncompatibleVersion {
                 origin: origin.to_string(),
                 found,
             }),
-            (None, None) => Err(LoadError::NotAPlugin {
-                origin: origin.to_string(),
-            }),
-            (Some(_), None) => Ok(()),
+            None => Ok(exported),
+        }
+    }
+
+    /// A memory limiter for `memory` bytes, never more than the engine's largest memory.
+    fn limiter(&self, memory: u64) -> Limiter {
+        Limiter {
+            memory_limit: usize::try_from(memory.min(self.inner.config.max_memory))
+                .unwrap_or(usize::MAX),
+            memory_hit: false,
         }
     }
 
@@ -730,8 +766,6 @@ impl PluginHost {
                     Box::pin(async move { socket_allowed(&grants, &denials, addr).await })
                 });
         }
-        let memory =
-            usize::try_from(limits.memory.min(self.inner.config.max_memory)).unwrap_or(usize::MAX);
         let state = HostState {
             wasi: wasi.build(),
             stdout,
@@ -743,10 +777,7 @@ impl PluginHost {
                 deadline,
             },
             table: ResourceTable::new(),
-            limiter: Limiter {
-                memory_limit: memory,
-                memory_hit: false,
-            },
+            limiter: self.limiter(limits.memory),
             env: CallEnv {
                 plugin,
                 grants,
@@ -760,17 +791,7 @@ impl PluginHost {
         };
         let mut store = Store::new(&self.inner.engine, state);
         store.limiter(|s| &mut s.limiter);
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| {
-            if Instant::now() >= deadline {
-                Err(wasmtime::Error::new(DeadlinePassed))
-            } else {
-                Ok(UpdateDeadline::YieldCustom(
-                    1,
-                    Box::pin(tokio::task::yield_now()),
-                ))
-            }
-        });
+        arm_epochs(&mut store, deadline, || None);
         Ok(store)
     }
 
@@ -825,6 +846,29 @@ impl PluginHost {
         forward_stdio(store.data_mut());
         outcome.map(|output| CallOutput { output, duration })
     }
+}
+
+/// Interrupt the guest in `store` at the first epoch tick past `deadline`, or with the error
+/// `interrupt` returns (it is asked at every tick). Until then, yield to tokio at every tick:
+/// a timeout around the call can fire and other tasks get the thread.
+fn arm_epochs<T: 'static>(
+    store: &mut Store<T>,
+    deadline: Instant,
+    interrupt: impl Fn() -> Option<wasmtime::Error> + Send + Sync + 'static,
+) {
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |_| {
+        if Instant::now() >= deadline {
+            return Err(wasmtime::Error::new(DeadlinePassed));
+        }
+        if let Some(reason) = interrupt() {
+            return Err(reason);
+        }
+        Ok(UpdateDeadline::YieldCustom(
+            1,
+            Box::pin(tokio::task::yield_now()),
+        ))
+    });
 }
 
 /// Marker error: the call's deadline passed while the guest was running.
@@ -891,7 +935,7 @@ fn classify(
                 // the missing grant is the cause an operator can act on.
                 Err(denied(denial))
             } else if trap.downcast_ref::<wasmtime::Trap>().is_some() {
-                let message = panic_message(state).unwrap_or_else(|| format!("{trap:#}"));
+                let message = panic_message(&state.stderr).unwrap_or_else(|| format!("{trap:#}"));
                 Err(CallError::Crashed {
                     plugin: plugin.to_string(),
                     message,
@@ -925,9 +969,9 @@ fn classify(
     }
 }
 
-/// The Rust panic message the guest printed to stderr, if any.
-fn panic_message(state: &HostState) -> Option<String> {
-    let stderr = state.stderr.contents();
+/// The Rust panic message the guest printed to `stderr`, if any.
+fn panic_message(stderr: &MemoryOutputPipe) -> Option<String> {
+    let stderr = stderr.contents();
     let text = String::from_utf8_lossy(&stderr);
     let start = text.find("panicked at ")?;
     let message: Vec<&str> = text[start..].lines().take(2).collect();
