@@ -12,6 +12,7 @@ mod support;
 
 mod backup;
 mod cli;
+mod disk_check;
 mod host_capabilities;
 mod hostile;
 mod http_check;
