@@ -14,6 +14,7 @@ mod backup;
 mod cli;
 mod disk_check;
 mod host_capabilities;
+mod host_check;
 mod hostile;
 mod http_check;
 mod patch;
