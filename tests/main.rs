@@ -19,4 +19,5 @@ mod hostile;
 mod http_check;
 mod patch;
 mod plugin_host;
+mod tls_check;
 mod wasm_runbook;
