@@ -19,5 +19,6 @@ mod hostile;
 mod http_check;
 mod patch;
 mod plugin_host;
+mod prometheus_check;
 mod tls_check;
 mod wasm_runbook;
