@@ -20,5 +20,6 @@ mod http_check;
 mod patch;
 mod plugin_host;
 mod prometheus_check;
+mod tcp_check;
 mod tls_check;
 mod wasm_runbook;

@@ -33,8 +33,9 @@
 //! ```
 //!
 //! Host capabilities live in modules: [`log`] (structured log lines), [`secret`] (granted
-//! secrets), [`exec`] (granted programs), [`http`] (outgoing HTTP to granted hosts) and [`fs`]
-//! (granted directories). Anything not granted to the plugin fails with [`Error::Denied`].
+//! secrets), [`exec`] (granted programs), [`http`] (outgoing HTTP to granted hosts), [`net`]
+//! (outgoing TCP to granted hosts) and [`fs`] (granted directories). Anything not granted to
+//! the plugin fails with [`Error::Denied`].
 //!
 //! Pure logic unit-tests natively with `cargo test -p <plugin>`; host calls only work inside
 //! the engine, so keep them at the edges of your code.
@@ -50,6 +51,7 @@ pub mod exec;
 pub mod fs;
 pub mod http;
 pub mod log;
+pub mod net;
 mod plugin;
 pub mod runbook;
 pub mod system;
