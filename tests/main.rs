@@ -20,6 +20,7 @@ mod http_check;
 mod patch;
 mod plugin_host;
 mod prometheus_check;
+mod remediate;
 mod tcp_check;
 mod tls_check;
 mod wasm_runbook;
