@@ -19,5 +19,6 @@ pub mod grant;
 pub mod plugin;
 pub mod runbook;
 pub mod run;
+pub mod script;
 pub mod secret;
 pub mod store;
