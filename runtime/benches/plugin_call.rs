@@ -162,6 +162,10 @@ fn main() {
     }
 
     let base = plugin.percentile(50.0);
+    let workers = std::thread::available_parallelism().map_or(1, usize::from);
+    println!(
+        "plugin calls: one at a time in a task on a multi-thread tokio runtime, {workers} workers"
+    );
     println!();
     println!(
         "{:<28} {:>7} {:>10} {:>10} {:>10} {:>10} {:>12}",
