@@ -22,6 +22,8 @@ mod patch;
 mod plugin_host;
 mod prometheus_check;
 mod remediate;
+mod runs;
 mod tcp_check;
 mod tls_check;
+mod validate;
 mod wasm_runbook;

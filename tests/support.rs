@@ -58,3 +58,120 @@ pub(crate) async fn builtin(host: &PluginHost, name: &str) -> Plugin {
         .await
         .unwrap_or_else(|e| panic!("loading `{name}`: {e}"))
 }
+
+/// An engine in a scratch directory: `runloom.toml`, a plugin directory holding the chosen
+/// fixtures, a real SQLite store, and an executor. Dropped with its directory.
+pub(crate) struct Harness {
+    pub(crate) dir: PathBuf,
+    pub(crate) config: std::sync::Arc<runloom::config::Config>,
+    pub(crate) host: PluginHost,
+    pub(crate) registry: std::sync::Arc<runloom::plugin::Registry>,
+    pub(crate) store: runloom::store::Store,
+    pub(crate) executor: runloom::executor::Executor,
+}
+
+impl Harness {
+    /// `config` is the body of runloom.toml after `version = 1`; `{dir}` in it is replaced by
+    /// the scratch directory. `fixtures` are copied into the plugin directory.
+    pub(crate) async fn new(config: &str, fixtures: &[&str]) -> Harness {
+        let dir = std::env::temp_dir().join(format!(
+            "runloom-harness-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("data/plugins")).unwrap();
+        for f in fixtures {
+            std::fs::copy(
+                fixture_path(f),
+                dir.join("data/plugins").join(format!("{f}.wasm")),
+            )
+            .unwrap();
+        }
+        let text = format!(
+            "version = 1\ndata_dir = \"data\"\nrunbook_dir = \"runbooks\"\n{}",
+            config.replace("{dir}", &dir.display().to_string())
+        );
+        std::fs::write(dir.join("runloom.toml"), &text).unwrap();
+        let config = runloom::config::Config::parse(&text, &dir.join("runloom.toml")).unwrap();
+        let host = host();
+        let registry =
+            std::sync::Arc::new(runloom::plugin::Registry::load(&host, &config.plugin_dir).await);
+        assert!(registry.problems().is_empty(), "{:?}", registry.problems());
+        let store = runloom::store::Store::open(&config.store_url(), config.durability)
+            .await
+            .unwrap();
+        let config = std::sync::Arc::new(config);
+        let executor = runloom::executor::Executor::new(
+            host.clone(),
+            registry.clone(),
+            config.clone(),
+            store.clone(),
+        );
+        Harness {
+            dir,
+            config,
+            host,
+            registry,
+            store,
+            executor,
+        }
+    }
+
+    /// Write `runbooks/<name>/runbook.toml` and `main.rhai`, and load it.
+    pub(crate) async fn runbook(
+        &self,
+        name: &str,
+        toml: &str,
+        rhai: &str,
+    ) -> std::sync::Arc<runloom::catalog::Prepared> {
+        let rb = self.dir.join("runbooks").join(name);
+        std::fs::create_dir_all(&rb).unwrap();
+        std::fs::write(rb.join("runbook.toml"), toml).unwrap();
+        std::fs::write(rb.join("main.rhai"), rhai).unwrap();
+        let names = self
+            .registry
+            .plugins()
+            .map(|p| p.name().to_string())
+            .collect();
+        let ctx = runloom::runbook::LoadContext {
+            config: &self.config,
+            plugins: &names,
+        };
+        match runloom::catalog::prepare(&rb, &ctx, &self.host).await {
+            Ok(p) => std::sync::Arc::new(p),
+            Err(errors) => panic!("runbook `{name}`: {errors:?}"),
+        }
+    }
+
+    /// Enqueue and execute a run to its end.
+    pub(crate) async fn run(
+        &self,
+        runbook: &std::sync::Arc<runloom::catalog::Prepared>,
+        params: serde_json::Value,
+        dry_run: bool,
+    ) -> runloom::run::RunRecord {
+        let request = runloom::executor::RunRequest::manual(
+            params.as_object().cloned().unwrap_or_default(),
+            dry_run,
+        );
+        let run = self.executor.enqueue(runbook, request).await.unwrap();
+        self.executor
+            .execute(
+                runbook.clone(),
+                run,
+                tokio_util::sync::CancellationToken::new(),
+                None,
+            )
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);

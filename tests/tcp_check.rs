@@ -1,12 +1,6 @@
 //! `tcp-check` against real TCP listeners on 127.0.0.1: a server with a banner, one that
 //! replies to what it is sent, one that says nothing, a closed port and a port whose accept
 //! queue is full. Unreachable is a check result; only a missing grant is an error.
-//!
-//! The tests that connect are ignored until the engine lets plugins open outgoing TCP
-//! connections: wasmtime asks the socket check about the implicit bind to `0.0.0.0:0` before
-//! every connect, and `socket_allowed` in runtime/src/plugin/mod.rs judges that address as a
-//! connection target and denies it. Run them with `--ignored` once the check tells binds from
-//! connects.
 
 use crate::support::{builtin, host};
 use runloom::grant::Grants;
@@ -84,7 +78,6 @@ fn detail(out: &Value) -> &str {
 }
 
 #[tokio::test]
-#[ignore = "the engine denies every outgoing TCP connection (implicit-bind check)"]
 async fn an_open_port_is_ok_with_its_connect_time() {
     let port = banner_server("SSH-2.0-OpenSSH_9.6\r\n").await;
     let out = check(json!({"host": "127.0.0.1", "port": port}), "127.0.0.1:*")
@@ -98,7 +91,6 @@ async fn an_open_port_is_ok_with_its_connect_time() {
 }
 
 #[tokio::test]
-#[ignore = "the engine denies every outgoing TCP connection (implicit-bind check)"]
 async fn the_banner_is_read_and_matched() {
     let port = banner_server("SSH-2.0-OpenSSH_9.6\r\n").await;
     let out = check(
@@ -126,7 +118,6 @@ async fn the_banner_is_read_and_matched() {
 }
 
 #[tokio::test]
-#[ignore = "the engine denies every outgoing TCP connection (implicit-bind check)"]
 async fn what_is_sent_gets_a_reply_that_is_matched() {
     let port = ping_server().await;
     let out = check(
@@ -152,7 +143,6 @@ async fn what_is_sent_gets_a_reply_that_is_matched() {
 }
 
 #[tokio::test]
-#[ignore = "the engine denies every outgoing TCP connection (implicit-bind check)"]
 async fn a_silent_server_fails_an_expected_banner_at_the_timeout() {
     let port = ping_server().await;
     let out = check(
@@ -169,7 +159,6 @@ async fn a_silent_server_fails_an_expected_banner_at_the_timeout() {
 }
 
 #[tokio::test]
-#[ignore = "the engine denies every outgoing TCP connection (implicit-bind check)"]
 async fn a_closed_port_is_critical_not_an_error() {
     let port = closed_port();
     let out = check(json!({"host": "127.0.0.1", "port": port}), "127.0.0.1:*")
@@ -184,7 +173,6 @@ async fn a_closed_port_is_critical_not_an_error() {
 }
 
 #[tokio::test]
-#[ignore = "the engine denies every outgoing TCP connection (implicit-bind check)"]
 async fn a_port_that_never_answers_times_out_as_critical() {
     // A listener with a backlog of 0 that never accepts: once one connection fills its
     // queue, the kernel drops further SYNs, as a firewall that drops packets would.
@@ -208,7 +196,6 @@ async fn a_port_that_never_answers_times_out_as_critical() {
 }
 
 #[tokio::test]
-#[ignore = "the engine denies every outgoing TCP connection (implicit-bind check)"]
 async fn a_connect_time_threshold_trips() {
     let port = banner_server("hello\n").await;
     // Any connection takes more than 0 ms.

@@ -28,6 +28,12 @@ pub struct ConfigFile {
     /// Directory of plugin components (`*.wasm`) loaded besides the standard plugins; a plugin
     /// here replaces a standard one of the same name. Default: `<data_dir>/plugins`.
     pub plugin_dir: Option<PathBuf>,
+    /// Directory of runbooks (`<runbook_dir>/<name>/runbook.toml`). Relative to the file's
+    /// directory. Default: `runbooks` in the working directory.
+    pub runbook_dir: Option<PathBuf>,
+    /// Where runs are recorded.
+    #[serde(default)]
+    pub store: StoreFile,
     /// Default limits for every plugin call.
     #[serde(default)]
     pub limits: LimitsFile,
@@ -37,6 +43,18 @@ pub struct ConfigFile {
     /// Where each secret's value comes from, by secret name: `[secrets.slack-webhook]`.
     #[serde(default)]
     pub secrets: BTreeMap<String, SecretFile>,
+}
+
+/// `[store]` as written.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreFile {
+    /// `sqlite:///path/to/runloom.db` or `postgres://user@host/db`.
+    /// Default: `sqlite://<data_dir>/runloom.db`.
+    pub url: Option<String>,
+    /// SQLite durability: `full` (an acknowledged write survives power loss; the default) or
+    /// `normal` (faster; the last writes may be lost on power loss, never on a crash).
+    pub durability: Option<String>,
 }
 
 /// Limits as written; each is optional.
@@ -146,6 +164,12 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Extra plugin components.
     pub plugin_dir: PathBuf,
+    /// Runbook directories.
+    pub runbook_dir: PathBuf,
+    /// Store URL; `None` means the SQLite file in the data directory.
+    pub store_url: Option<String>,
+    /// SQLite durability.
+    pub durability: crate::store::Durability,
     /// Limits for plugins without their own.
     pub limits: Limits,
     /// Per-plugin settings, by plugin name.
@@ -160,6 +184,9 @@ impl Default for Config {
         Self {
             source: None,
             plugin_dir: data_dir.join("plugins"),
+            runbook_dir: PathBuf::from("runbooks"),
+            store_url: None,
+            durability: crate::store::Durability::Full,
             data_dir,
             limits: Limits::default(),
             plugins: BTreeMap::new(),
@@ -217,6 +244,16 @@ impl Config {
             .plugin_dir
             .map(resolve)
             .unwrap_or_else(|| data_dir.join("plugins"));
+        let runbook_dir = resolve(raw.runbook_dir.unwrap_or_else(|| PathBuf::from("runbooks")));
+        let durability = match raw.store.durability.as_deref() {
+            None | Some("full") => crate::store::Durability::Full,
+            Some("normal") => crate::store::Durability::Normal,
+            Some(other) => {
+                return Err(error(format!(
+                    "[store]: `durability = \"{other}\"`: expected `full` or `normal`"
+                )));
+            }
+        };
         let limits = resolve_limits(&raw.limits, Limits::default())
             .map_err(|m| error(format!("[limits]: {m}")))?;
 
@@ -268,6 +305,9 @@ impl Config {
             source: Some(path.to_path_buf()),
             data_dir,
             plugin_dir,
+            runbook_dir,
+            store_url: raw.store.url,
+            durability,
             limits,
             plugins,
             secrets,
@@ -285,6 +325,13 @@ impl Config {
     /// Where compiled plugins are cached.
     pub fn cache_dir(&self) -> PathBuf {
         self.data_dir.join("cache")
+    }
+
+    /// The store URL: the configured one, or the SQLite file in the data directory.
+    pub fn store_url(&self) -> String {
+        self.store_url
+            .clone()
+            .unwrap_or_else(|| crate::store::default_url(&self.data_dir))
     }
 }
 

@@ -12,13 +12,15 @@
 //! - [`cli`] and [`demo`]: the `runloom` command.
 
 pub mod builtin;
+pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod executor;
 pub mod grant;
 pub mod plugin;
-pub mod runbook;
 pub mod run;
+pub mod runbook;
 pub mod script;
 pub mod secret;
 pub mod store;

@@ -121,7 +121,10 @@ mod tests {
         m.add("hunter2-token");
         m.add("hunter2");
         m.add("abc"); // too short to mask
-        assert_eq!(m.mask("key=hunter2-token, pw=hunter2, x=abc"), "key=********, pw=********, x=abc");
+        assert_eq!(
+            m.mask("key=hunter2-token, pw=hunter2, x=abc"),
+            "key=********, pw=********, x=abc"
+        );
         let v = json!({"url": "https://h/?t=hunter2-token", "n": 1, "list": ["hunter2"], "hunter2": true});
         assert_eq!(
             m.mask_json(&v),
@@ -136,8 +139,15 @@ mod tests {
         let mut secrets = Secrets::default();
         secrets.insert("db".into(), SecretRef::File(file.clone()));
         let masker = Masker::default();
-        let source = MaskingSecrets { inner: secrets, masker: masker.clone() };
-        assert_eq!(masker.mask("s3cr3t-value"), "s3cr3t-value", "unknown until read");
+        let source = MaskingSecrets {
+            inner: secrets,
+            masker: masker.clone(),
+        };
+        assert_eq!(
+            masker.mask("s3cr3t-value"),
+            "s3cr3t-value",
+            "unknown until read"
+        );
         assert_eq!(source.get("db").as_deref(), Some("s3cr3t-value"));
         assert_eq!(masker.mask("pw s3cr3t-value"), "pw ********");
         std::fs::remove_file(file).unwrap();

@@ -254,7 +254,15 @@ impl Request {
             options
         });
         let pending = outgoing_handler::handle(request, options).map_err(|e| classify(&url, e))?;
-        write_body(body, &self.body)?;
+        if let Err(write_error) = write_body(body, &self.body) {
+            // The host may refuse the request (a missing grant, a refused connection) before
+            // the body is written; that refusal, not the closed stream, is the real error.
+            pending.subscribe().block();
+            if let Some(Ok(Err(e))) = pending.get() {
+                return Err(classify(&url, e));
+            }
+            return Err(write_error);
+        }
 
         pending.subscribe().block();
         let response = match pending.get() {

@@ -4,6 +4,7 @@
 //! library, prints, and returns an [`ExitCode`]. `main.rs` only calls [`run`].
 
 mod plugin;
+mod runs;
 
 use crate::config::Config;
 use clap::{Parser, Subcommand};
@@ -27,6 +28,8 @@ pub enum ExitCode {
     TimedOut = 5,
     /// A definition is invalid: `runloom.toml`, a runbook, or a plugin component.
     Definition = 6,
+    /// The run was cancelled.
+    Cancelled = 7,
 }
 
 /// An error that decides the exit code, with the message to print.
@@ -80,9 +83,37 @@ pub struct Cli {
 pub enum Command {
     /// Show the main job end to end on this machine, with the embedded store.
     Demo,
+    /// Run a runbook once, streaming its log; the exit code follows the run's status.
+    Run(runs::RunArgs),
+    /// Check runloom.toml, the plugins, and every runbook under PATH (default: the runbook
+    /// directory); report every error with file, line and field.
+    Validate {
+        /// A runbook directory, or a directory of runbooks.
+        path: Option<PathBuf>,
+    },
+    /// List runs, newest first.
+    Runs(runs::RunsArgs),
+    /// Show one run: trigger, parameters, steps with outcomes and timings, output.
+    Show {
+        /// Run id (a unique prefix is enough).
+        run_id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a run's log.
+    Logs {
+        /// Run id (a unique prefix is enough).
+        run_id: String,
+        /// Keep printing new lines until the run ends.
+        #[arg(long, short)]
+        follow: bool,
+    },
     /// List, inspect and call plugins.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
+    /// Print the JSON Schema of runbook.toml (for editors; also in runbooks/runbook.schema.json).
+    Schema,
 }
 
 /// Parse arguments, run the subcommand, and return the process exit code.
@@ -119,7 +150,16 @@ async fn dispatch(cli: Cli) -> Outcome {
     let config = load_config(&cli)?;
     match cli.command {
         Command::Demo => crate::demo::run(&config).await.map_err(Failure::from),
+        Command::Run(args) => runs::run(&config, args).await,
+        Command::Validate { path } => runs::validate(&config, path).await,
+        Command::Runs(args) => runs::runs(&config, args).await,
+        Command::Show { run_id, json } => runs::show(&config, &run_id, json).await,
+        Command::Logs { run_id, follow } => runs::logs(&config, &run_id, follow).await,
         Command::Plugin(cmd) => plugin::run(&config, cmd).await,
+        Command::Schema => {
+            println!("{}", crate::runbook::json_schema());
+            Ok(ExitCode::Success)
+        }
     }
 }
 

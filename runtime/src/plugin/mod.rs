@@ -761,9 +761,27 @@ impl PluginHost {
             let (check_grants, check_denials) = (grants.clone(), denials.clone());
             wasi.allow_tcp(true)
                 .allow_ip_name_lookup(true)
-                .socket_addr_check(move |addr, _use| {
+                .socket_addr_check(move |addr, addr_use| {
                     let (grants, denials) = (check_grants.clone(), check_denials.clone());
-                    Box::pin(async move { socket_allowed(&grants, &denials, addr).await })
+                    Box::pin(async move {
+                        use wasmtime_wasi::sockets::SocketAddrUse;
+                        match addr_use {
+                            SocketAddrUse::TcpConnect => {
+                                socket_allowed(&grants, &denials, addr).await
+                            }
+                            // Before each connect wasmtime asks whether the socket may take the
+                            // ephemeral local address the OS assigns; that is not a listener.
+                            SocketAddrUse::TcpBind
+                                if addr.ip().is_unspecified() && addr.port() == 0 =>
+                            {
+                                true
+                            }
+                            _ => {
+                                host::record(&denials, Denial::new("listen on", addr.to_string()));
+                                false
+                            }
+                        }
+                    })
                 });
         }
         let state = HostState {
@@ -946,10 +964,9 @@ fn classify(
         }
         Ok(Ok(Err(error))) => Err(match error {
             bindings::types::Error::InvalidInput(m) => CallError::InvalidInput(m),
-            bindings::types::Error::Failed(m) => match denial {
-                Some(d) => denied(d),
-                None => CallError::Failed(m),
-            },
+            // A plugin that chose to report a failure may have handled a denial on the way
+            // (probing for one of several tools, say): its own account stands.
+            bindings::types::Error::Failed(m) => CallError::Failed(m),
             bindings::types::Error::Retryable(m) => CallError::Retryable(m),
             bindings::types::Error::Denied(d) => denied(Denial::new(d.capability, d.target)),
         }),

@@ -44,7 +44,9 @@ impl Matcher {
             .unwrap_or(t.len());
         let (name, rest) = t.split_at(name_end);
         if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
-            return Err(format!("`{text}`: expected a label name first, e.g. `alertname=\"DiskSpaceLow\"`"));
+            return Err(format!(
+                "`{text}`: expected a label name first, e.g. `alertname=\"DiskSpaceLow\"`"
+            ));
         }
         let rest = rest.trim_start();
         let (op, value) = if let Some(v) = rest.strip_prefix("=~") {
@@ -56,7 +58,9 @@ impl Matcher {
         } else if let Some(v) = rest.strip_prefix('=') {
             (Op::Equal, v)
         } else {
-            return Err(format!("`{text}`: expected one of `=`, `!=`, `=~`, `!~` after `{name}`"));
+            return Err(format!(
+                "`{text}`: expected one of `=`, `!=`, `=~`, `!~` after `{name}`"
+            ));
         };
         let value = value.trim();
         let value = match value.strip_prefix('"') {
@@ -68,10 +72,20 @@ impl Matcher {
             None => value.to_string(),
         };
         let regex = match op {
-            Op::Matches | Op::NotMatches => Some(
-                Regex::new(&format!("^(?:{value})$"))
-                    .map_err(|e| format!("`{text}`: invalid regular expression: {e}"))?,
-            ),
+            Op::Matches | Op::NotMatches => {
+                Some(Regex::new(&format!("^(?:{value})$")).map_err(|e| {
+                    // The regex crate's message spans lines (pattern, caret, reason): keep
+                    // the reason.
+                    let reason = e.to_string();
+                    let reason = reason
+                        .lines()
+                        .last()
+                        .unwrap_or_default()
+                        .trim_start_matches("error: ")
+                        .to_string();
+                    format!("`{text}`: invalid regular expression: {reason}")
+                })?)
+            }
             _ => None,
         };
         Ok(Matcher {
@@ -112,26 +126,67 @@ mod tests {
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn the_four_operators_match_like_alertmanager() {
         let l = labels(&[("alertname", "DiskSpaceLow"), ("severity", "critical")]);
-        assert!(Matcher::parse(r#"alertname="DiskSpaceLow""#).unwrap().matches(&l));
-        assert!(Matcher::parse(r#"alertname = DiskSpaceLow"#).unwrap().matches(&l));
-        assert!(!Matcher::parse(r#"alertname!="DiskSpaceLow""#).unwrap().matches(&l));
-        assert!(Matcher::parse(r#"severity=~"warning|critical""#).unwrap().matches(&l));
-        assert!(!Matcher::parse(r#"severity=~"crit""#).unwrap().matches(&l), "regexes are anchored");
-        assert!(Matcher::parse(r#"env!~"dev|test""#).unwrap().matches(&l), "missing label is empty");
+        assert!(
+            Matcher::parse(r#"alertname="DiskSpaceLow""#)
+                .unwrap()
+                .matches(&l)
+        );
+        assert!(
+            Matcher::parse(r#"alertname = DiskSpaceLow"#)
+                .unwrap()
+                .matches(&l)
+        );
+        assert!(
+            !Matcher::parse(r#"alertname!="DiskSpaceLow""#)
+                .unwrap()
+                .matches(&l)
+        );
+        assert!(
+            Matcher::parse(r#"severity=~"warning|critical""#)
+                .unwrap()
+                .matches(&l)
+        );
+        assert!(
+            !Matcher::parse(r#"severity=~"crit""#).unwrap().matches(&l),
+            "regexes are anchored"
+        );
+        assert!(
+            Matcher::parse(r#"env!~"dev|test""#).unwrap().matches(&l),
+            "missing label is empty"
+        );
         assert!(Matcher::parse(r#"env="""#).unwrap().matches(&l));
     }
 
     #[test]
     fn bad_matchers_say_what_is_wrong() {
-        assert!(Matcher::parse("=x").unwrap_err().contains("expected a label name"));
-        assert!(Matcher::parse("a>b").unwrap_err().contains("expected one of"));
-        assert!(Matcher::parse(r#"a=~"(""#).unwrap_err().contains("invalid regular expression"));
-        assert!(Matcher::parse(r#"a="x"#).unwrap_err().contains("unterminated quote"));
+        assert!(
+            Matcher::parse("=x")
+                .unwrap_err()
+                .contains("expected a label name")
+        );
+        assert!(
+            Matcher::parse("a>b")
+                .unwrap_err()
+                .contains("expected one of")
+        );
+        assert!(
+            Matcher::parse(r#"a=~"(""#)
+                .unwrap_err()
+                .contains("invalid regular expression")
+        );
+        assert!(
+            Matcher::parse(r#"a="x"#)
+                .unwrap_err()
+                .contains("unterminated quote")
+        );
     }
 }

@@ -164,8 +164,8 @@ pub struct WebhookTrigger {
 /// What starts a run.
 #[derive(Debug, Clone)]
 pub enum Trigger {
-    /// A schedule.
-    Cron(CronTrigger),
+    /// A schedule (boxed: a parsed schedule is large).
+    Cron(Box<CronTrigger>),
     /// An alert.
     Alert(AlertTrigger),
     /// A webhook.
@@ -267,6 +267,12 @@ pub struct LoadContext<'a> {
     pub plugins: &'a BTreeSet<String>,
 }
 
+/// The JSON Schema of `runbook.toml`, pretty-printed, for editors (`#:schema` in TOML files).
+pub fn json_schema() -> String {
+    let schema = schemars::schema_for!(RunbookFile);
+    serde_json::to_string_pretty(&schema).unwrap_or_default()
+}
+
 /// Whether `dir` looks like a runbook directory.
 pub fn is_runbook_dir(dir: &Path) -> bool {
     dir.join(FILE_NAME).is_file()
@@ -278,8 +284,9 @@ pub fn discover(root: &Path) -> Result<Vec<PathBuf>, DefinitionError> {
     if is_runbook_dir(root) {
         return Ok(vec![root.to_path_buf()]);
     }
-    let entries = std::fs::read_dir(root)
-        .map_err(|e| DefinitionError::file(root, format!("cannot read the runbook directory: {e}")))?;
+    let entries = std::fs::read_dir(root).map_err(|e| {
+        DefinitionError::file(root, format!("cannot read the runbook directory: {e}"))
+    })?;
     let mut dirs: Vec<PathBuf> = entries
         .flatten()
         .map(|e| e.path())
@@ -322,7 +329,10 @@ pub fn load(dir: &Path, ctx: &LoadContext<'_>) -> Result<Runbook, Vec<Definition
         errors.push(
             Some(raw.version.span()),
             "version",
-            format!("`version = {}` is not supported; this runloom reads `version = 1`", raw.version.get_ref()),
+            format!(
+                "`version = {}` is not supported; this runloom reads `version = 1`",
+                raw.version.get_ref()
+            ),
         );
     }
     let parameters = resolve_parameters(&raw, &mut errors);
@@ -350,7 +360,11 @@ pub fn load(dir: &Path, ctx: &LoadContext<'_>) -> Result<Runbook, Vec<Definition
                 secrets,
             })
         }
-        _ => Err(errors.list),
+        _ => {
+            let mut list = errors.list;
+            list.sort_by_key(|e| e.position);
+            Err(list)
+        }
     }
 }
 
@@ -387,11 +401,7 @@ impl Errors<'_> {
 fn position(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
-    let column = before
-        .rsplit('\n')
-        .next()
-        .map_or(0, |l| l.chars().count())
-        + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     (line, column)
 }
 
@@ -503,7 +513,11 @@ fn trigger_parameters(
     for (name, value) in given {
         let f = format!("{field}.parameters.{}", name.get_ref());
         let Some(param) = declared.iter().find(|p| &p.name == name.get_ref()) else {
-            errors.push(Some(name.span()), &f, format!("unknown parameter `{}`", name.get_ref()));
+            errors.push(
+                Some(name.span()),
+                &f,
+                format!("unknown parameter `{}`", name.get_ref()),
+            );
             continue;
         };
         let json = toml_to_json(value.get_ref());
@@ -540,20 +554,48 @@ fn resolve_triggers(
         let kind = *t.kind.get_ref();
         // Each kind takes only its own fields; a stray one is almost always a mistake.
         let stray: [(&str, Option<Range<usize>>, bool); 7] = [
-            ("schedule", t.schedule.as_ref().map(Spanned::span), kind == TriggerKind::Cron),
-            ("timezone", t.timezone.as_ref().map(Spanned::span), kind == TriggerKind::Cron),
-            ("missed", t.missed.as_ref().map(Spanned::span), kind == TriggerKind::Cron),
-            ("missed_window", t.missed_window.as_ref().map(Spanned::span), kind == TriggerKind::Cron),
-            ("overlap", t.overlap.as_ref().map(Spanned::span), kind == TriggerKind::Cron),
-            ("repeat", t.repeat.as_ref().map(Spanned::span), kind == TriggerKind::Alert),
-            ("name", t.name.as_ref().map(Spanned::span), kind == TriggerKind::Webhook),
+            (
+                "schedule",
+                t.schedule.as_ref().map(Spanned::span),
+                kind == TriggerKind::Cron,
+            ),
+            (
+                "timezone",
+                t.timezone.as_ref().map(Spanned::span),
+                kind == TriggerKind::Cron,
+            ),
+            (
+                "missed",
+                t.missed.as_ref().map(Spanned::span),
+                kind == TriggerKind::Cron,
+            ),
+            (
+                "missed_window",
+                t.missed_window.as_ref().map(Spanned::span),
+                kind == TriggerKind::Cron,
+            ),
+            (
+                "overlap",
+                t.overlap.as_ref().map(Spanned::span),
+                kind == TriggerKind::Cron,
+            ),
+            (
+                "repeat",
+                t.repeat.as_ref().map(Spanned::span),
+                kind == TriggerKind::Alert,
+            ),
+            (
+                "name",
+                t.name.as_ref().map(Spanned::span),
+                kind == TriggerKind::Webhook,
+            ),
         ];
         for (name, span, allowed) in stray {
             if let (Some(span), false) = (span, allowed) {
                 errors.push(
                     Some(span),
                     &format!("{field}.{name}"),
-                    format!("`{name}` does not apply to a `{}` trigger", kind_name(kind)),
+                    format!("`{name}` does not apply to `{}` triggers", kind_name(kind)),
                 );
             }
         }
@@ -563,17 +605,26 @@ fn resolve_triggers(
             errors.push(
                 Some(first.span()),
                 &format!("{field}.matchers"),
-                format!("`matchers` does not apply to a `{}` trigger", kind_name(kind)),
+                format!(
+                    "`matchers` does not apply to `{}` triggers",
+                    kind_name(kind)
+                ),
             );
         }
         match kind {
             TriggerKind::Cron => {
                 let Some(schedule) = &t.schedule else {
-                    errors.push(Some(t.kind.span()), &format!("{field}.schedule"), "a cron trigger needs a `schedule`, e.g. `\"30 3 * * *\"`");
+                    errors.push(
+                        Some(t.kind.span()),
+                        &format!("{field}.schedule"),
+                        "a cron trigger needs a `schedule`, e.g. `\"30 3 * * *\"`",
+                    );
                     continue;
                 };
                 let cron = parse_schedule(schedule.get_ref())
-                    .map_err(|e| errors.push(Some(schedule.span()), &format!("{field}.schedule"), e))
+                    .map_err(|e| {
+                        errors.push(Some(schedule.span()), &format!("{field}.schedule"), e)
+                    })
                     .ok();
                 let tz = match &t.timezone {
                     None => Some(chrono_tz::UTC),
@@ -584,7 +635,10 @@ fn resolve_triggers(
                             errors.push(
                                 Some(z.span()),
                                 &format!("{field}.timezone"),
-                                format!("`{}` is not an IANA time zone (e.g. `Europe/Berlin`, `UTC`)", z.get_ref()),
+                                format!(
+                                    "`{}` is not an IANA time zone (e.g. `Europe/Berlin`, `UTC`)",
+                                    z.get_ref()
+                                ),
                             )
                         })
                         .ok(),
@@ -598,7 +652,11 @@ fn resolve_triggers(
                     None | Some(("skip", _)) => Some(Missed::Skip),
                     Some(("run-once", _)) => window.map(|window| Missed::RunOnce { window }),
                     Some((other, span)) => {
-                        errors.push(Some(span), &format!("{field}.missed"), format!("`{other}`: expected `skip` or `run-once`"));
+                        errors.push(
+                            Some(span),
+                            &format!("{field}.missed"),
+                            format!("`{other}`: expected `skip` or `run-once`"),
+                        );
                         None
                     }
                 };
@@ -623,15 +681,17 @@ fn resolve_triggers(
                         ParamSource::Template(_) => None,
                     })
                     .collect();
-                if let (Some(cron), Some(timezone), Some(missed), Some(overlap)) = (cron, tz, missed, overlap) {
-                    out.push(Trigger::Cron(CronTrigger {
+                if let (Some(cron), Some(timezone), Some(missed), Some(overlap)) =
+                    (cron, tz, missed, overlap)
+                {
+                    out.push(Trigger::Cron(Box::new(CronTrigger {
                         schedule: schedule.get_ref().clone(),
                         cron,
                         timezone,
                         missed,
                         overlap,
                         parameters: fixed,
-                    }));
+                    })));
                 }
             }
             TriggerKind::Alert => {
@@ -650,8 +710,16 @@ fn resolve_triggers(
                         Err(e) => errors.push(Some(m.span()), &format!("{field}.matchers"), e),
                     }
                 }
-                let roots = ["labels", "annotations", "status", "fingerprint", "startsAt", "generatorURL"];
-                let parameters = trigger_parameters(&t.parameters, declared, &roots, &field, errors);
+                let roots = [
+                    "labels",
+                    "annotations",
+                    "status",
+                    "fingerprint",
+                    "startsAt",
+                    "generatorURL",
+                ];
+                let parameters =
+                    trigger_parameters(&t.parameters, declared, &roots, &field, errors);
                 out.push(Trigger::Alert(AlertTrigger {
                     matchers: parsed,
                     parameters,
@@ -660,15 +728,28 @@ fn resolve_triggers(
             }
             TriggerKind::Webhook => {
                 let Some(name) = &t.name else {
-                    errors.push(Some(t.kind.span()), &format!("{field}.name"), "a webhook trigger needs a `name` (the URL is /hooks/webhook/NAME)");
+                    errors.push(
+                        Some(t.kind.span()),
+                        &format!("{field}.name"),
+                        "a webhook trigger needs a `name` (the URL is /hooks/webhook/NAME)",
+                    );
                     continue;
                 };
                 if !is_name(name.get_ref()) {
-                    errors.push(Some(name.span()), &format!("{field}.name"), "webhook names are kebab-case");
+                    errors.push(
+                        Some(name.span()),
+                        &format!("{field}.name"),
+                        "webhook names are kebab-case",
+                    );
                 } else if !webhooks.insert(name.get_ref().clone()) {
-                    errors.push(Some(name.span()), &format!("{field}.name"), format!("webhook `{}` is declared twice", name.get_ref()));
+                    errors.push(
+                        Some(name.span()),
+                        &format!("{field}.name"),
+                        format!("webhook `{}` is declared twice", name.get_ref()),
+                    );
                 }
-                let parameters = trigger_parameters(&t.parameters, declared, &["body"], &field, errors);
+                let parameters =
+                    trigger_parameters(&t.parameters, declared, &["body"], &field, errors);
                 out.push(Trigger::Webhook(WebhookTrigger {
                     name: name.get_ref().clone(),
                     parameters,
@@ -676,7 +757,11 @@ fn resolve_triggers(
             }
             TriggerKind::Manual => {
                 if !t.parameters.is_empty() {
-                    errors.push(Some(t.kind.span()), &format!("{field}.parameters"), "manual runs take parameters from the caller, not from the trigger");
+                    errors.push(
+                        Some(t.kind.span()),
+                        &format!("{field}.parameters"),
+                        "manual runs take parameters from the caller, not from the trigger",
+                    );
                 }
                 out.push(Trigger::Manual);
             }
@@ -734,7 +819,11 @@ fn resolve_policy(raw: &model::PolicyFile, errors: &mut Errors<'_>) -> Policy {
     }
     if let Some(c) = &raw.concurrency {
         if *c.get_ref() == 0 {
-            errors.push(Some(c.span()), &f("concurrency"), "must be at least 1 (use `runloom pause` to stop a runbook)");
+            errors.push(
+                Some(c.span()),
+                &f("concurrency"),
+                "must be at least 1 (use `runloom pause` to stop a runbook)",
+            );
         }
         p.concurrency = *c.get_ref();
     }
@@ -755,7 +844,11 @@ fn resolve_policy(raw: &model::PolicyFile, errors: &mut Errors<'_>) -> Policy {
     }
     if let Some(b) = &raw.breaker {
         if *b.get_ref() == 0 {
-            errors.push(Some(b.span()), &f("breaker"), "must be at least 1 (leave it out to turn the breaker off)");
+            errors.push(
+                Some(b.span()),
+                &f("breaker"),
+                "must be at least 1 (leave it out to turn the breaker off)",
+            );
         }
         p.breaker = Some(*b.get_ref());
     }
@@ -766,7 +859,11 @@ fn resolve_policy(raw: &model::PolicyFile, errors: &mut Errors<'_>) -> Policy {
         p.max_operations = *m.get_ref();
     }
     if p.retry_backoff > p.retry_backoff_max {
-        errors.push(None, &f("retry_backoff"), "is longer than `retry_backoff_max`");
+        errors.push(
+            None,
+            &f("retry_backoff"),
+            "is longer than `retry_backoff_max`",
+        );
     }
     p
 }
@@ -799,7 +896,11 @@ fn resolve_plugins(
             errors.push(
                 Some(name.span()),
                 &field,
-                format!("no plugin named `{}` is loaded (loaded: {})", name.get_ref(), known.join(", ")),
+                format!(
+                    "no plugin named `{}` is loaded (loaded: {})",
+                    name.get_ref(),
+                    known.join(", ")
+                ),
             );
             continue;
         }
@@ -820,31 +921,56 @@ fn resolve_plugins(
         };
         if let Some(hosts) = &used.hosts {
             for h in hosts.get_ref() {
-                narrow("hosts", hosts.span(), outer.hosts.iter().any(|o| h.is_within(o)), format!("host `{h}`"));
+                narrow(
+                    "hosts",
+                    hosts.span(),
+                    outer.hosts.iter().any(|o| h.is_within(o)),
+                    format!("host `{h}`"),
+                );
             }
             grants.hosts = hosts.get_ref().clone();
         }
         if let Some(dirs) = &used.dirs {
             for d in dirs.get_ref() {
-                narrow("dirs", dirs.span(), outer.dirs.iter().any(|o| d.is_within(o)), format!("directory `{d}`"));
+                narrow(
+                    "dirs",
+                    dirs.span(),
+                    outer.dirs.iter().any(|o| d.is_within(o)),
+                    format!("directory `{d}`"),
+                );
             }
             grants.dirs = dirs.get_ref().clone();
         }
         if let Some(commands) = &used.commands {
             for c in commands.get_ref() {
-                narrow("commands", commands.span(), outer.commands.iter().any(|o| c.is_within(o)), format!("command `{c}`"));
+                narrow(
+                    "commands",
+                    commands.span(),
+                    outer.commands.iter().any(|o| c.is_within(o)),
+                    format!("command `{c}`"),
+                );
             }
             grants.commands = commands.get_ref().clone();
         }
         if let Some(secrets) = &used.secrets {
             for s in secrets.get_ref() {
-                narrow("secrets", secrets.span(), outer.secrets.contains(s), format!("secret `{s}`"));
+                narrow(
+                    "secrets",
+                    secrets.span(),
+                    outer.secrets.contains(s),
+                    format!("secret `{s}`"),
+                );
             }
             grants.secrets = secrets.get_ref().clone();
         }
         if let Some(system) = &used.system {
             for s in system.get_ref() {
-                narrow("system", system.span(), outer.system.contains(s), format!("system fact `{}`", s.name()));
+                narrow(
+                    "system",
+                    system.span(),
+                    outer.system.contains(s),
+                    format!("system fact `{}`", s.name()),
+                );
             }
             grants.system = system.get_ref().clone();
         }
@@ -880,7 +1006,11 @@ fn resolve_secrets(
             errors.push(
                 Some(s.span()),
                 "secrets",
-                format!("secret `{}` has no [secrets.{}] table in runloom.toml", s.get_ref(), s.get_ref()),
+                format!(
+                    "secret `{}` has no [secrets.{}] table in runloom.toml",
+                    s.get_ref(),
+                    s.get_ref()
+                ),
             );
         }
         out.push(s.get_ref().clone());
@@ -908,14 +1038,25 @@ fn read_body(dir: &Path, body: Option<&Spanned<String>>, errors: &mut Errors<'_>
         Some("rhai") => BodyKind::Rhai,
         Some("wasm") => BodyKind::Wasm,
         _ => {
-            errors.push(span, "body", format!("`{}`: a body is a `.rhai` script or a `.wasm` component", path.display()));
+            errors.push(
+                span,
+                "body",
+                format!(
+                    "`{}`: a body is a `.rhai` script or a `.wasm` component",
+                    path.display()
+                ),
+            );
             return None;
         }
     };
     match std::fs::read(&path) {
         Ok(bytes) => Some(Body { kind, path, bytes }),
         Err(e) => {
-            errors.push(span, "body", format!("cannot read `{}`: {e}", path.display()));
+            errors.push(
+                span,
+                "body",
+                format!("cannot read `{}`: {e}", path.display()),
+            );
             None
         }
     }
@@ -928,7 +1069,10 @@ impl Runbook {
     }
 
     /// Parse `-p name=value` arguments against the declared parameters.
-    pub fn parse_cli_params(&self, args: &[(String, String)]) -> Result<Map<String, Value>, Vec<String>> {
+    pub fn parse_cli_params(
+        &self,
+        args: &[(String, String)],
+    ) -> Result<Map<String, Value>, Vec<String>> {
         let mut errors = Vec::new();
         let mut out = Map::new();
         for (name, text) in args {
@@ -945,7 +1089,11 @@ impl Runbook {
                 }
             }
         }
-        if errors.is_empty() { Ok(out) } else { Err(errors) }
+        if errors.is_empty() {
+            Ok(out)
+        } else {
+            Err(errors)
+        }
     }
 }
 

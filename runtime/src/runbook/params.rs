@@ -93,13 +93,17 @@ pub fn toml_to_json(value: &toml::Value) -> Value {
     match value {
         toml::Value::String(s) => Value::String(s.clone()),
         toml::Value::Integer(i) => Value::from(*i),
-        toml::Value::Float(f) => serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number),
+        toml::Value::Float(f) => {
+            serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number)
+        }
         toml::Value::Boolean(b) => Value::Bool(*b),
         toml::Value::Datetime(d) => Value::String(d.to_string()),
         toml::Value::Array(a) => Value::Array(a.iter().map(toml_to_json).collect()),
-        toml::Value::Table(t) => {
-            Value::Object(t.iter().map(|(k, v)| (k.clone(), toml_to_json(v))).collect())
-        }
+        toml::Value::Table(t) => Value::Object(
+            t.iter()
+                .map(|(k, v)| (k.clone(), toml_to_json(v)))
+                .collect(),
+        ),
     }
 }
 
@@ -111,7 +115,10 @@ impl Parameter {
             && !allowed.contains(&value)
         {
             let list: Vec<String> = allowed.iter().map(Value::to_string).collect();
-            return Err(format!("{value} is not allowed (allowed: {})", list.join(", ")));
+            return Err(format!(
+                "{value} is not allowed (allowed: {})",
+                list.join(", ")
+            ));
         }
         Ok(value)
     }
@@ -119,7 +126,10 @@ impl Parameter {
 
 /// The complete parameters of a run: each given value checked, defaults filled in, and every
 /// problem reported (unknown names, bad values, missing required parameters).
-pub fn resolve(declared: &[Parameter], given: &Map<String, Value>) -> Result<Map<String, Value>, Vec<String>> {
+pub fn resolve(
+    declared: &[Parameter],
+    given: &Map<String, Value>,
+) -> Result<Map<String, Value>, Vec<String>> {
     let mut errors = Vec::new();
     let mut out = Map::new();
     for name in given.keys() {
@@ -144,14 +154,20 @@ pub fn resolve(declared: &[Parameter], given: &Map<String, Value>) -> Result<Map
                 Some(d) => {
                     out.insert(p.name.clone(), d.clone());
                 }
-                None if p.required => {
-                    errors.push(format!("parameter `{}` ({}) is required", p.name, p.kind.name()))
-                }
+                None if p.required => errors.push(format!(
+                    "parameter `{}` ({}) is required",
+                    p.name,
+                    p.kind.name()
+                )),
                 None => {}
             },
         }
     }
-    if errors.is_empty() { Ok(out) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
 }
 
 #[cfg(test)]
@@ -178,7 +194,10 @@ mod tests {
         assert!(ParamType::Bool.parse_cli("maybe").is_err());
         assert_eq!(ParamType::Duration.parse_cli("5m").unwrap(), json!("5m"));
         assert!(ParamType::Duration.parse_cli("soon").is_err());
-        assert_eq!(ParamType::List.parse_cli("a, b,,c").unwrap(), json!(["a", "b", "c"]));
+        assert_eq!(
+            ParamType::List.parse_cli("a, b,,c").unwrap(),
+            json!(["a", "b", "c"])
+        );
     }
 
     #[test]
@@ -194,8 +213,13 @@ mod tests {
         let ok = resolve(&declared, json!({"count": 3}).as_object().unwrap()).unwrap();
         assert_eq!(Value::Object(ok), json!({"path": "/var/tmp", "count": 3}));
 
-        let errors = resolve(&declared, json!({"mode": "yolo", "colour": "red"}).as_object().unwrap())
-            .unwrap_err();
+        let errors = resolve(
+            &declared,
+            json!({"mode": "yolo", "colour": "red"})
+                .as_object()
+                .unwrap(),
+        )
+        .unwrap_err();
         assert_eq!(
             errors,
             [

@@ -32,9 +32,15 @@ impl Template {
                 .ok_or_else(|| format!("`{text}`: `{{{{` without a closing `}}}}`"))?;
             let path: Vec<String> = after[..end].trim().split('.').map(str::to_string).collect();
             if path.iter().any(|p| {
-                p.is_empty() || !p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                p.is_empty()
+                    || !p
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
             }) {
-                return Err(format!("`{text}`: `{}` is not a dotted name like `labels.instance`", after[..end].trim()));
+                return Err(format!(
+                    "`{text}`: `{}` is not a dotted name like `labels.instance`",
+                    after[..end].trim()
+                ));
             }
             if !roots.contains(&path[0].as_str()) {
                 return Err(format!(
@@ -87,7 +93,11 @@ mod tests {
 
     #[test]
     fn renders_paths_and_text() {
-        let t = Template::parse("{{ labels.mountpoint }} on {{labels.exported_instance}}", &["labels"]).unwrap();
+        let t = Template::parse(
+            "{{ labels.mountpoint }} on {{labels.exported_instance}}",
+            &["labels"],
+        )
+        .unwrap();
         let ctx = json!({"labels": {"mountpoint": "/var", "exported_instance": "web-1"}});
         assert_eq!(t.render(&ctx), "/var on web-1");
         assert!(t.is_dynamic());
@@ -99,8 +109,19 @@ mod tests {
     #[test]
     fn rejects_unknown_roots_and_bad_syntax() {
         let e = Template::parse("{{ secrets.x }}", &["labels", "params"]).unwrap_err();
-        assert!(e.contains("`secrets` is not available here (use one of: labels, params)"), "{e}");
-        assert!(Template::parse("{{ labels.x", &["labels"]).unwrap_err().contains("without a closing"));
-        assert!(Template::parse("{{ labels x }}", &["labels"]).unwrap_err().contains("not a dotted name"));
+        assert!(
+            e.contains("`secrets` is not available here (use one of: labels, params)"),
+            "{e}"
+        );
+        assert!(
+            Template::parse("{{ labels.x", &["labels"])
+                .unwrap_err()
+                .contains("without a closing")
+        );
+        assert!(
+            Template::parse("{{ labels x }}", &["labels"])
+                .unwrap_err()
+                .contains("not a dotted name")
+        );
     }
 }

@@ -19,12 +19,23 @@ fn config() -> Config {
 }
 
 fn plugins() -> BTreeSet<String> {
-    ["remediate", "notify", "disk-check"].iter().map(|s| s.to_string()).collect()
+    ["remediate", "notify", "disk-check"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
 }
 
 /// Write a runbook directory under a fresh temp dir and load it.
-fn load_str(name: &str, toml: &str, body: Option<(&str, &str)>) -> Result<Runbook, Vec<DefinitionError>> {
-    let root = std::env::temp_dir().join(format!("runloom-rb-{}-{name}-{}", std::process::id(), rand::random::<u32>()));
+fn load_str(
+    name: &str,
+    toml: &str,
+    body: Option<(&str, &str)>,
+) -> Result<Runbook, Vec<DefinitionError>> {
+    let root = std::env::temp_dir().join(format!(
+        "runloom-rb-{}-{name}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
     let dir = root.join(name);
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join(FILE_NAME), toml).unwrap();
@@ -33,7 +44,13 @@ fn load_str(name: &str, toml: &str, body: Option<(&str, &str)>) -> Result<Runboo
     }
     let config = config();
     let plugins = plugins();
-    let result = load(&dir, &LoadContext { config: &config, plugins: &plugins });
+    let result = load(
+        &dir,
+        &LoadContext {
+            config: &config,
+            plugins: &plugins,
+        },
+    );
     std::fs::remove_dir_all(&root).unwrap();
     result
 }
@@ -106,7 +123,10 @@ fn a_complete_runbook_resolves_every_field() {
     assert_eq!(rb.body.kind, BodyKind::Rhai);
     assert_eq!(rb.content_hash.len(), 64);
     assert_eq!(rb.parameters.len(), 3);
-    assert_eq!(rb.parameter("max_age").unwrap().default, Some(serde_json::json!("7d")));
+    assert_eq!(
+        rb.parameter("max_age").unwrap().default,
+        Some(serde_json::json!("7d"))
+    );
     assert_eq!(rb.triggers.len(), 4);
     match &rb.triggers[0] {
         Trigger::Alert(a) => {
@@ -118,14 +138,25 @@ fn a_complete_runbook_resolves_every_field() {
     match &rb.triggers[1] {
         Trigger::Cron(c) => {
             assert_eq!(c.timezone, chrono_tz::Europe::Berlin);
-            assert_eq!(c.missed, Missed::RunOnce { window: Duration::from_secs(3600) });
+            assert_eq!(
+                c.missed,
+                Missed::RunOnce {
+                    window: Duration::from_secs(3600)
+                }
+            );
             assert_eq!(c.overlap, Overlap::QueueOne);
         }
         other => panic!("{other:?}"),
     }
     assert_eq!(rb.policy.timeout, Duration::from_secs(300));
     assert_eq!(rb.policy.retries, 2);
-    assert_eq!(rb.policy.rate_limit, Some(RateLimit { count: 3, window: Duration::from_secs(3600) }));
+    assert_eq!(
+        rb.policy.rate_limit,
+        Some(RateLimit {
+            count: 3,
+            window: Duration::from_secs(3600)
+        })
+    );
     // The narrowed grant replaces the configured one; other plugins inherit runloom.toml.
     let remediate = &rb.plugins["remediate"].grants;
     assert_eq!(remediate.dirs.len(), 1);
@@ -145,7 +176,10 @@ fn unknown_fields_and_bad_types_name_line_and_field() {
     .unwrap_err();
     let m = messages(&errors);
     assert_eq!(m.len(), 1, "{m:?}");
-    assert!(m[0].starts_with("4:1 policy.timout: unknown field `timout`"), "{m:?}");
+    assert!(
+        m[0].starts_with("4:1 policy.timout: unknown field `timout`"),
+        "{m:?}"
+    );
 }
 
 #[test]
@@ -185,7 +219,10 @@ dirs = ["/etc:/etc:rw"]
         "19:8 plugins.remediate.dirs: directory `/etc:/etc:rw` is not granted to plugin `remediate`",
     ];
     for e in expect {
-        assert!(m.iter().any(|x| x.starts_with(e)), "missing `{e}` in {m:#?}");
+        assert!(
+            m.iter().any(|x| x.starts_with(e)),
+            "missing `{e}` in {m:#?}"
+        );
     }
     assert_eq!(m.len(), expect.len(), "{m:#?}");
 }
@@ -193,7 +230,10 @@ dirs = ["/etc:/etc:rw"]
 #[test]
 fn a_runbook_needs_a_body() {
     let errors = load_str("nobody", "version = 1\ndescription = \"x\"\n", None).unwrap_err();
-    assert_eq!(errors[0].to_string().rsplit_once(": `body`: ").unwrap().1, "no body: add `main.rhai` or `main.wasm` to the runbook directory, or set `body`");
+    assert_eq!(
+        errors[0].to_string().rsplit_once(": `body`: ").unwrap().1,
+        "no body: add `main.rhai` or `main.wasm` to the runbook directory, or set `body`"
+    );
 }
 
 #[test]
@@ -203,16 +243,31 @@ fn five_and_six_field_schedules_parse_with_posix_weekdays() {
     assert!(parse_schedule("*/10 * * * * *").is_ok(), "seconds first");
     assert!(parse_schedule("@daily").is_ok());
     assert!(parse_schedule("61 * * * *").is_err());
-    assert!(parse_schedule("* * * * * * *").unwrap_err().contains("has 7 fields"));
+    assert!(
+        parse_schedule("* * * * * * *")
+            .unwrap_err()
+            .contains("has 7 fields")
+    );
 }
 
 #[test]
 fn cli_parameters_parse_by_declared_type() {
     let rb = load_str("disk-space-low", FULL, Some(("main.rhai", "1"))).unwrap();
     let given = rb
-        .parse_cli_params(&[("dry".into(), "yes".into()), ("max_age".into(), "1h".into())])
+        .parse_cli_params(&[
+            ("dry".into(), "yes".into()),
+            ("max_age".into(), "1h".into()),
+        ])
         .unwrap();
-    assert_eq!(serde_json::Value::Object(given), serde_json::json!({"dry": true, "max_age": "1h"}));
-    let errors = rb.parse_cli_params(&[("dry".into(), "maybe".into())]).unwrap_err();
-    assert_eq!(errors, ["parameter `dry`: expected true or false, got `maybe`"]);
+    assert_eq!(
+        serde_json::Value::Object(given),
+        serde_json::json!({"dry": true, "max_age": "1h"})
+    );
+    let errors = rb
+        .parse_cli_params(&[("dry".into(), "maybe".into())])
+        .unwrap_err();
+    assert_eq!(
+        errors,
+        ["parameter `dry`: expected true or false, got `maybe`"]
+    );
 }

@@ -23,7 +23,7 @@ use sqlx::{AnyPool, Row};
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
-use writer::{Writer, WriteFn};
+use writer::{WriteFn, Writer};
 
 /// The database behind the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,10 +111,16 @@ impl Store {
         };
         let url = match backend {
             Backend::Sqlite => {
-                let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
-                if let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir)
-                        .with_context(|| format!("creating the data directory `{}`", dir.display()))?;
+                let path = url
+                    .trim_start_matches("sqlite://")
+                    .trim_start_matches("sqlite:");
+                if let Some(dir) = Path::new(path)
+                    .parent()
+                    .filter(|d| !d.as_os_str().is_empty())
+                {
+                    std::fs::create_dir_all(dir).with_context(|| {
+                        format!("creating the data directory `{}`", dir.display())
+                    })?;
                 }
                 format!("sqlite://{path}?mode=rwc")
             }
@@ -285,7 +291,11 @@ impl Store {
             .bind(id.to_string())
             .fetch_optional(&self.inner.read)
             .await?;
-        Ok(row.map(|r| r.try_get::<i64, _>(0)).transpose()?.unwrap_or(0) != 0)
+        Ok(row
+            .map(|r| r.try_get::<i64, _>(0))
+            .transpose()?
+            .unwrap_or(0)
+            != 0)
     }
 
     /// Record a step as started.
@@ -412,12 +422,14 @@ impl Store {
         if id.len() < 4 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
             return Err(StoreError::NotFound(id));
         }
-        let rows = sqlx::query(&format!("{RUN_COLUMNS} WHERE id >= $1 AND id < $2 ORDER BY id LIMIT 2"))
-            .bind(id.clone())
-            .bind(format!("{id}~"))
-            .fetch_all(&self.inner.read)
-            .await
-            .map_err(anyhow::Error::from)?;
+        let rows = sqlx::query(&format!(
+            "{RUN_COLUMNS} WHERE id >= $1 AND id < $2 ORDER BY id LIMIT 2"
+        ))
+        .bind(id.clone())
+        .bind(format!("{id}~"))
+        .fetch_all(&self.inner.read)
+        .await
+        .map_err(anyhow::Error::from)?;
         match rows.as_slice() {
             [] => Err(StoreError::NotFound(id)),
             [one] => Ok(run_from_row(one)?),
@@ -473,7 +485,12 @@ impl Store {
     }
 
     /// Log lines of a run with `seq` above `after`, at most `limit`.
-    pub async fn logs(&self, run_id: &str, after: i64, limit: u32) -> anyhow::Result<Vec<LogRecord>> {
+    pub async fn logs(
+        &self,
+        run_id: &str,
+        after: i64,
+        limit: u32,
+    ) -> anyhow::Result<Vec<LogRecord>> {
         let rows = sqlx::query(
             "SELECT run_id, seq, step, ts, level, source, message, fields FROM logs \
              WHERE run_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",

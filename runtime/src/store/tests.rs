@@ -4,8 +4,14 @@ use serde_json::json;
 
 /// A fresh SQLite store in a temp dir.
 pub(crate) async fn temp_store() -> (Store, std::path::PathBuf) {
-    let dir = std::env::temp_dir().join(format!("runloom-store-{}-{}", std::process::id(), rand::random::<u32>()));
-    let store = Store::open(&default_url(&dir), Durability::Full).await.unwrap();
+    let dir = std::env::temp_dir().join(format!(
+        "runloom-store-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    let store = Store::open(&default_url(&dir), Durability::Full)
+        .await
+        .unwrap();
     (store, dir)
 }
 
@@ -36,7 +42,10 @@ async fn a_run_round_trips_through_its_lifecycle() {
     let r = run("disk", RunStatus::Queued);
     store.insert_run(&r).await.unwrap();
     assert!(store.start_run(&r.id, 10).await.unwrap());
-    assert!(!store.start_run(&r.id, 11).await.unwrap(), "only a queued run starts");
+    assert!(
+        !store.start_run(&r.id, 11).await.unwrap(),
+        "only a queued run starts"
+    );
     store
         .finish_run(&RunEnd {
             id: r.id.clone(),
@@ -53,7 +62,10 @@ async fn a_run_round_trips_through_its_lifecycle() {
     assert_eq!(got.status, RunStatus::Succeeded);
     assert_eq!(got.output, Some(json!({"freed": 42})));
     assert_eq!(got.params, json!({"path": "/var"}));
-    assert_eq!((got.started_at, got.ended_at, got.attempt), (Some(10), Some(20), 1));
+    assert_eq!(
+        (got.started_at, got.ended_at, got.attempt),
+        (Some(10), Some(20), 1)
+    );
     // A unique prefix finds it; the file is a real SQLite database in WAL mode.
     assert_eq!(store.get_run(&r.id[..12]).await.unwrap().id, r.id);
     assert!(dir.join("runloom.db-wal").exists() || dir.join("runloom.db").exists());
@@ -119,18 +131,35 @@ async fn steps_and_logs_are_stored_in_order() {
 async fn runs_filter_by_runbook_and_status_newest_first() {
     let (store, dir) = temp_store().await;
     let mut ids = Vec::new();
-    for (rb, st) in [("a", RunStatus::Queued), ("b", RunStatus::Skipped), ("a", RunStatus::Skipped)] {
+    for (rb, st) in [
+        ("a", RunStatus::Queued),
+        ("b", RunStatus::Skipped),
+        ("a", RunStatus::Skipped),
+    ] {
         let r = run(rb, st);
         ids.push(r.id.clone());
         store.insert_run(&r).await.unwrap();
         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     }
     let all = store.list_runs(&RunFilter::default()).await.unwrap();
-    assert_eq!(all.iter().map(|r| r.id.clone()).collect::<Vec<_>>(), [ids[2].clone(), ids[1].clone(), ids[0].clone()]);
-    let a = store.list_runs(&RunFilter { runbook: Some("a".into()), ..RunFilter::default() }).await.unwrap();
+    assert_eq!(
+        all.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
+        [ids[2].clone(), ids[1].clone(), ids[0].clone()]
+    );
+    let a = store
+        .list_runs(&RunFilter {
+            runbook: Some("a".into()),
+            ..RunFilter::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(a.len(), 2);
     let skipped_a = store
-        .list_runs(&RunFilter { runbook: Some("a".into()), status: Some(RunStatus::Skipped), limit: 10 })
+        .list_runs(&RunFilter {
+            runbook: Some("a".into()),
+            status: Some(RunStatus::Skipped),
+            limit: 10,
+        })
         .await
         .unwrap();
     assert_eq!(skipped_a.len(), 1);
@@ -145,10 +174,19 @@ async fn cancelling_a_queued_run_ends_it_and_flags_a_running_one() {
     let running = run("a", RunStatus::Running);
     store.insert_run(&queued).await.unwrap();
     store.insert_run(&running).await.unwrap();
-    assert_eq!(store.request_cancel(&queued.id, 5).await.unwrap(), RunStatus::Cancelled);
-    assert_eq!(store.request_cancel(&running.id, 5).await.unwrap(), RunStatus::Running);
+    assert_eq!(
+        store.request_cancel(&queued.id, 5).await.unwrap(),
+        RunStatus::Cancelled
+    );
+    assert_eq!(
+        store.request_cancel(&running.id, 5).await.unwrap(),
+        RunStatus::Running
+    );
     assert!(store.cancel_requested(&running.id).await.unwrap());
-    assert!(matches!(store.get_run("zzzzzzzz").await, Err(StoreError::NotFound(_))));
+    assert!(matches!(
+        store.get_run("zzzzzzzz").await,
+        Err(StoreError::NotFound(_))
+    ));
     std::fs::remove_dir_all(dir).unwrap();
 }
 

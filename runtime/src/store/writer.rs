@@ -16,8 +16,9 @@ use tokio::sync::{mpsc, oneshot};
 pub(super) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// One write: statements issued on the connection, returning rows affected.
-pub(super) type WriteFn =
-    Box<dyn for<'c> Fn(&'c mut AnyConnection) -> BoxFuture<'c, Result<u64, sqlx::Error>> + Send + Sync>;
+pub(super) type WriteFn = Box<
+    dyn for<'c> Fn(&'c mut AnyConnection) -> BoxFuture<'c, Result<u64, sqlx::Error>> + Send + Sync,
+>;
 
 /// Most writes committed together.
 const MAX_BATCH: usize = 512;
@@ -105,7 +106,11 @@ fn answer(job: Job, result: Result<u64, String>) {
     }
 }
 
-async fn apply(conn: &mut AnyConnection, begin: &str, batch: &[Job]) -> Result<Vec<u64>, sqlx::Error> {
+async fn apply(
+    conn: &mut AnyConnection,
+    begin: &str,
+    batch: &[Job],
+) -> Result<Vec<u64>, sqlx::Error> {
     sqlx::query(begin).execute(&mut *conn).await?;
     let mut results = Vec::with_capacity(batch.len());
     for job in batch {
