@@ -194,3 +194,135 @@ fn demo_checks_a_live_service_and_shows_a_denial() {
         assert!(text.contains(expected), "missing `{expected}` in:\n{text}");
     }
 }
+
+/// A scratch directory with runbooks and a runloom.toml, for the run-history commands.
+fn workspace(name: &str, runbooks: &[(&str, &str, &str)]) -> std::path::PathBuf {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("cli-{name}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    for (rb, toml, rhai) in runbooks {
+        std::fs::create_dir_all(dir.join("runbooks").join(rb)).unwrap();
+        std::fs::write(dir.join("runbooks").join(rb).join("runbook.toml"), toml).unwrap();
+        std::fs::write(dir.join("runbooks").join(rb).join("main.rhai"), rhai).unwrap();
+    }
+    let cache = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cli-data");
+    std::fs::write(
+        dir.join("runloom.toml"),
+        format!("version = 1\ndata_dir = \"data\"\n[store]\nurl = \"sqlite://{}/data/runloom.db\"\n", dir.display()),
+    )
+    .unwrap();
+    // Share the compiled-plugin cache with the other CLI tests.
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    let _ = std::os::unix::fs::symlink(cache.join("cache"), dir.join("data/cache"));
+    dir
+}
+
+fn runloom_in(dir: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_runloom"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("RUNLOOM_CONFIG")
+        .env_remove("RUNLOOM_DATA_DIR")
+        .output()
+        .expect("run runloom")
+}
+
+const GREET_TOML: &str = "version = 1\ndescription = \"Greets.\"\n[parameters.name]\ntype = \"string\"\nrequired = true\n[plugins.hello]\n";
+
+#[test]
+fn run_streams_logs_and_exit_codes_follow_the_run_status() {
+    let dir = workspace(
+        "run",
+        &[
+            ("greet", GREET_TOML, "let g = call(\"hello\", \"greet\", #{ name: params.name });\ninfo(g.greeting);\ng"),
+            ("failing", "version = 1\ndescription = \"x\"\n", "fail(\"disk still full\")"),
+            ("slow", "version = 1\ndescription = \"x\"\n[policy]\ntimeout = \"300ms\"\n", "sleep(\"10s\")"),
+        ],
+    );
+    let ok = runloom_in(&dir, &["run", "greet", "-p", "name=ops"]);
+    assert_eq!(ok.status.code(), Some(0), "{}", stderr(&ok));
+    let text = stdout(&ok);
+    assert!(text.contains("[script] hello, ops"), "the log is streamed: {text}");
+    assert!(text.contains(" succeeded in "), "{text}");
+    assert!(text.contains("hello.greet  read"), "{text}");
+
+    let failed = runloom_in(&dir, &["run", "failing"]);
+    assert_eq!(failed.status.code(), Some(1), "{}", stdout(&failed));
+    assert!(stdout(&failed).contains("reason: "), "{}", stdout(&failed));
+    assert!(stdout(&failed).contains("main.rhai:1:1: disk still full"), "{}", stdout(&failed));
+
+    let timed_out = runloom_in(&dir, &["run", "slow"]);
+    assert_eq!(timed_out.status.code(), Some(5), "{}", stdout(&timed_out));
+
+    // Usage errors: a missing required parameter, an unknown one, an unknown runbook.
+    let missing = runloom_in(&dir, &["run", "greet"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert_eq!(stderr(&missing), "error: parameter `name` (string) is required\n");
+    let unknown = runloom_in(&dir, &["run", "greet", "-p", "name=x", "-p", "colour=red"]);
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(stderr(&unknown).contains("unknown parameter `colour` (known: name)"));
+    let nope = runloom_in(&dir, &["run", "nope"]);
+    assert_eq!(nope.status.code(), Some(2));
+    assert!(stderr(&nope).contains("no runbook `nope` in `runbooks` (runbooks: failing, greet, slow)"), "{}", stderr(&nope));
+}
+
+#[test]
+fn an_invalid_runbook_is_a_definition_error() {
+    let dir = workspace("invalid", &[("broken", "version = 1\ndescription = \"x\"\n[policy]\ntimeout = \"soon\"\n", "1")]);
+    let out = runloom_in(&dir, &["run", "broken"]);
+    assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
+    assert!(stderr(&out).contains("runbook.toml:4:11: `policy.timeout`: `soon` is not a duration"), "{}", stderr(&out));
+}
+
+#[test]
+fn runs_show_and_logs_read_the_history() {
+    let dir = workspace("history", &[("greet", GREET_TOML, "call(\"hello\", \"greet\", #{ name: params.name })")]);
+    for name in ["a", "b"] {
+        let out = runloom_in(&dir, &["run", "greet", "-p", &format!("name={name}"), "--json"]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    }
+    let failing = runloom_in(&dir, &["run", "greet", "-p", "name= ", "--json"]);
+    assert_eq!(failing.status.code(), Some(1));
+    let failed: serde_json::Value = serde_json::from_slice(&failing.stdout).unwrap();
+    assert_eq!(failed["status"], "failed");
+    assert_eq!(failed["steps"][0]["error_kind"], "invalid_input");
+
+    let runs = runloom_in(&dir, &["runs", "--json"]);
+    let list: Vec<serde_json::Value> = serde_json::from_slice(&runs.stdout).unwrap();
+    assert_eq!(list.len(), 3);
+    assert_eq!(list[0]["status"], "failed", "newest first");
+    let only_failed = runloom_in(&dir, &["runs", "--status", "failed", "--json"]);
+    let list: Vec<serde_json::Value> = serde_json::from_slice(&only_failed.stdout).unwrap();
+    assert_eq!(list.len(), 1);
+    let table = stdout(&runloom_in(&dir, &["runs", "--runbook", "greet"]));
+    assert!(table.starts_with("ID "), "{table}");
+    assert_eq!(table.lines().count(), 4, "{table}");
+
+    let id = failed["id"].as_str().unwrap();
+    let show = runloom_in(&dir, &["show", &id[..10]]);
+    assert_eq!(show.status.code(), Some(0), "{}", stderr(&show));
+    let text = stdout(&show);
+    assert!(text.starts_with(&format!("run {id} of `greet`: failed")), "{text}");
+    assert!(text.contains("hello.greet  read  failed"), "{text}");
+    assert!(text.contains("[blame: runbook]"), "{text}");
+
+    let logs = runloom_in(&dir, &["logs", id, "--follow"]);
+    assert_eq!(logs.status.code(), Some(0));
+    assert!(stdout(&logs).contains("run failed"), "{}", stdout(&logs));
+    let missing = runloom_in(&dir, &["show", "zzzzzzzzzz"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert_eq!(stderr(&missing), "error: no run `zzzzzzzzzz`\n");
+}
+
+#[test]
+fn a_dry_run_exits_zero_and_marks_mutations_planned() {
+    let dir = workspace(
+        "dry",
+        &[("shout", "version = 1\ndescription = \"x\"\n[plugins.hello]\n", "call(\"hello\", \"shout\", #{ message: \"x\" })")],
+    );
+    let out = runloom_in(&dir, &["run", "shout", "--dry-run", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let run: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(run["dry_run"], true);
+    assert_eq!(run["steps"][0]["status"], "planned");
+    assert_eq!(run["output"]["planned"], true);
+}

@@ -16,6 +16,9 @@
 // A benchmark reports a broken setup by panicking; there is no caller to hand an error to.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod common;
+
+use common::{Sample, print_table, time_sync};
 use runloom::plugin::{CallRequest, HostConfig, PluginHost};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -29,46 +32,6 @@ const TRUE_ITERS: usize = 2_000;
 /// Python takes tens of milliseconds to start.
 const PYTHON_WARMUP: usize = 10;
 const PYTHON_ITERS: usize = 200;
-
-/// Sorted per-operation durations of one measurement.
-struct Sample {
-    name: String,
-    sorted: Vec<Duration>,
-}
-
-impl Sample {
-    fn new(name: impl Into<String>, mut times: Vec<Duration>) -> Self {
-        times.sort_unstable();
-        Self {
-            name: name.into(),
-            sorted: times,
-        }
-    }
-
-    /// Nearest-rank percentile.
-    fn percentile(&self, p: f64) -> Duration {
-        let rank = ((p / 100.0) * self.sorted.len() as f64).ceil() as usize;
-        self.sorted[rank.clamp(1, self.sorted.len()) - 1]
-    }
-
-    fn mean(&self) -> Duration {
-        self.sorted.iter().sum::<Duration>() / self.sorted.len() as u32
-    }
-}
-
-/// Time `op` once per iteration, after `warmup` untimed runs.
-fn time_sync(warmup: usize, iters: usize, mut op: impl FnMut()) -> Vec<Duration> {
-    for _ in 0..warmup {
-        op();
-    }
-    (0..iters)
-        .map(|_| {
-            let start = Instant::now();
-            op();
-            start.elapsed()
-        })
-        .collect()
-}
 
 /// Spawn `program args` with no stdio and wait for it; panics unless it exits 0, so a
 /// missing program cannot pass for a fast one.
@@ -136,10 +99,6 @@ fn python3() -> Option<String> {
     (out.status.success() && !path.is_empty()).then_some(path)
 }
 
-fn micros(d: Duration) -> String {
-    format!("{:.1}", d.as_secs_f64() * 1e6)
-}
-
 fn main() {
     // `cargo bench` passes `--bench`; a filter or other flags mean nothing to this harness.
     let started = Instant::now();
@@ -167,23 +126,8 @@ fn main() {
         "plugin calls: one at a time in a task on a multi-thread tokio runtime, {workers} workers"
     );
     println!();
-    println!(
-        "{:<28} {:>7} {:>10} {:>10} {:>10} {:>10} {:>12}",
-        "operation", "n", "p50 µs", "p90 µs", "p99 µs", "mean µs", "p50 / plugin"
-    );
-    for s in std::iter::once(&plugin).chain(&samples) {
-        let p50 = s.percentile(50.0);
-        println!(
-            "{:<28} {:>7} {:>10} {:>10} {:>10} {:>10} {:>11.1}×",
-            s.name,
-            s.sorted.len(),
-            micros(p50),
-            micros(s.percentile(90.0)),
-            micros(s.percentile(99.0)),
-            micros(s.mean()),
-            p50.as_secs_f64() / base.as_secs_f64(),
-        );
-    }
+    let all: Vec<&Sample> = std::iter::once(&plugin).chain(&samples).collect();
+    print_table(&all, Some(base));
     println!();
     println!(
         "target: plugin call p50 ≤ 25 µs (ceiling 50 µs) and ≥ 20× cheaper than a process; \

@@ -17,6 +17,9 @@
 // A benchmark reports a broken setup by panicking; there is no caller to hand an error to.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod common;
+
+use common::{Sample, print_table};
 use runloom::runbook::api::{CallOptions, Level, RunApi, StepError};
 use runloom::script::{Script, ScriptLimits};
 use serde_json::{Map, Value, json};
@@ -74,32 +77,6 @@ impl RunApi for TrivialApi {
     }
     fn deadline(&self) -> Instant {
         self.deadline
-    }
-}
-
-/// Sorted per-operation durations of one measurement.
-struct Sample {
-    name: &'static str,
-    sorted: Vec<Duration>,
-}
-
-impl Sample {
-    fn new(name: &'static str, mut times: Vec<Duration>) -> Self {
-        times.sort_unstable();
-        Self {
-            name,
-            sorted: times,
-        }
-    }
-
-    /// Nearest-rank percentile.
-    fn percentile(&self, p: f64) -> Duration {
-        let rank = ((p / 100.0) * self.sorted.len() as f64).ceil() as usize;
-        self.sorted[rank.clamp(1, self.sorted.len()) - 1]
-    }
-
-    fn mean(&self) -> Duration {
-        self.sorted.iter().sum::<Duration>() / self.sorted.len() as u32
     }
 }
 
@@ -174,10 +151,6 @@ fn bench_compile() -> Vec<Duration> {
         .collect()
 }
 
-fn micros(d: Duration) -> String {
-    format!("{:.1}", d.as_secs_f64() * 1e6)
-}
-
 fn main() {
     // `cargo bench` passes `--bench`; a filter or other flags mean nothing to this harness.
     let started = Instant::now();
@@ -201,21 +174,7 @@ fn main() {
     ];
 
     println!();
-    println!(
-        "{:<26} {:>7} {:>10} {:>10} {:>10} {:>10}",
-        "operation", "n", "p50 µs", "p90 µs", "p99 µs", "mean µs"
-    );
-    for s in &samples {
-        println!(
-            "{:<26} {:>7} {:>10} {:>10} {:>10} {:>10}",
-            s.name,
-            s.sorted.len(),
-            micros(s.percentile(50.0)),
-            micros(s.percentile(90.0)),
-            micros(s.percentile(99.0)),
-            micros(s.mean()),
-        );
-    }
+    print_table(&samples.iter().collect::<Vec<_>>(), None);
     println!();
     println!(
         "for scale: rhai's Engine::new() alone costs ≈ 325 µs (reference/wasm-rhai.md §3.3); \
