@@ -31,9 +31,20 @@ fn plugin_list_shows_the_standard_plugins() {
     let text = stdout(&out);
     assert!(text.starts_with("NAME "), "{text}");
     // Column widths depend on the other plugins; compare words.
-    let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split_whitespace().collect()).collect();
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
     assert!(
-        rows.contains(&vec!["hello", "0.1.0", "greet", "(read),", "shout", "(mutate)", "builtin:hello"]),
+        rows.contains(&vec![
+            "hello",
+            "0.1.0",
+            "greet",
+            "(read),",
+            "shout",
+            "(mutate)",
+            "builtin:hello"
+        ]),
         "{text}"
     );
     assert!(text.contains("http-check"), "{text}");
@@ -207,7 +218,10 @@ fn workspace(name: &str, runbooks: &[(&str, &str, &str)]) -> std::path::PathBuf 
     let cache = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cli-data");
     std::fs::write(
         dir.join("runloom.toml"),
-        format!("version = 1\ndata_dir = \"data\"\n[store]\nurl = \"sqlite://{}/data/runloom.db\"\n", dir.display()),
+        format!(
+            "version = 1\ndata_dir = \"data\"\n[store]\nurl = \"sqlite://{}/data/runloom.db\"\n",
+            dir.display()
+        ),
     )
     .unwrap();
     // Share the compiled-plugin cache with the other CLI tests.
@@ -233,22 +247,41 @@ fn run_streams_logs_and_exit_codes_follow_the_run_status() {
     let dir = workspace(
         "run",
         &[
-            ("greet", GREET_TOML, "let g = call(\"hello\", \"greet\", #{ name: params.name });\ninfo(g.greeting);\ng"),
-            ("failing", "version = 1\ndescription = \"x\"\n", "fail(\"disk still full\")"),
-            ("slow", "version = 1\ndescription = \"x\"\n[policy]\ntimeout = \"300ms\"\n", "sleep(\"10s\")"),
+            (
+                "greet",
+                GREET_TOML,
+                "let g = call(\"hello\", \"greet\", #{ name: params.name });\ninfo(g.greeting);\ng",
+            ),
+            (
+                "failing",
+                "version = 1\ndescription = \"x\"\n",
+                "fail(\"disk still full\")",
+            ),
+            (
+                "slow",
+                "version = 1\ndescription = \"x\"\n[policy]\ntimeout = \"300ms\"\n",
+                "sleep(\"10s\")",
+            ),
         ],
     );
     let ok = runloom_in(&dir, &["run", "greet", "-p", "name=ops"]);
     assert_eq!(ok.status.code(), Some(0), "{}", stderr(&ok));
     let text = stdout(&ok);
-    assert!(text.contains("[script] hello, ops"), "the log is streamed: {text}");
+    assert!(
+        text.contains("[script] hello, ops"),
+        "the log is streamed: {text}"
+    );
     assert!(text.contains(" succeeded in "), "{text}");
     assert!(text.contains("hello.greet  read"), "{text}");
 
     let failed = runloom_in(&dir, &["run", "failing"]);
     assert_eq!(failed.status.code(), Some(1), "{}", stdout(&failed));
     assert!(stdout(&failed).contains("reason: "), "{}", stdout(&failed));
-    assert!(stdout(&failed).contains("main.rhai:1:1: disk still full"), "{}", stdout(&failed));
+    assert!(
+        stdout(&failed).contains("main.rhai:1:1: disk still full"),
+        "{}",
+        stdout(&failed)
+    );
 
     let timed_out = runloom_in(&dir, &["run", "slow"]);
     assert_eq!(timed_out.status.code(), Some(5), "{}", stdout(&timed_out));
@@ -256,28 +289,56 @@ fn run_streams_logs_and_exit_codes_follow_the_run_status() {
     // Usage errors: a missing required parameter, an unknown one, an unknown runbook.
     let missing = runloom_in(&dir, &["run", "greet"]);
     assert_eq!(missing.status.code(), Some(2));
-    assert_eq!(stderr(&missing), "error: parameter `name` (string) is required\n");
+    assert_eq!(
+        stderr(&missing),
+        "error: parameter `name` (string) is required\n"
+    );
     let unknown = runloom_in(&dir, &["run", "greet", "-p", "name=x", "-p", "colour=red"]);
     assert_eq!(unknown.status.code(), Some(2));
     assert!(stderr(&unknown).contains("unknown parameter `colour` (known: name)"));
     let nope = runloom_in(&dir, &["run", "nope"]);
     assert_eq!(nope.status.code(), Some(2));
-    assert!(stderr(&nope).contains("no runbook `nope` in `runbooks` (runbooks: failing, greet, slow)"), "{}", stderr(&nope));
+    assert!(
+        stderr(&nope).contains("no runbook `nope` in `runbooks` (runbooks: failing, greet, slow)"),
+        "{}",
+        stderr(&nope)
+    );
 }
 
 #[test]
 fn an_invalid_runbook_is_a_definition_error() {
-    let dir = workspace("invalid", &[("broken", "version = 1\ndescription = \"x\"\n[policy]\ntimeout = \"soon\"\n", "1")]);
+    let dir = workspace(
+        "invalid",
+        &[(
+            "broken",
+            "version = 1\ndescription = \"x\"\n[policy]\ntimeout = \"soon\"\n",
+            "1",
+        )],
+    );
     let out = runloom_in(&dir, &["run", "broken"]);
     assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
-    assert!(stderr(&out).contains("runbook.toml:4:11: `policy.timeout`: `soon` is not a duration"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("runbook.toml:4:11: `policy.timeout`: `soon` is not a duration"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
 fn runs_show_and_logs_read_the_history() {
-    let dir = workspace("history", &[("greet", GREET_TOML, "call(\"hello\", \"greet\", #{ name: params.name })")]);
+    let dir = workspace(
+        "history",
+        &[(
+            "greet",
+            GREET_TOML,
+            "call(\"hello\", \"greet\", #{ name: params.name })",
+        )],
+    );
     for name in ["a", "b"] {
-        let out = runloom_in(&dir, &["run", "greet", "-p", &format!("name={name}"), "--json"]);
+        let out = runloom_in(
+            &dir,
+            &["run", "greet", "-p", &format!("name={name}"), "--json"],
+        );
         assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     }
     let failing = runloom_in(&dir, &["run", "greet", "-p", "name= ", "--json"]);
@@ -301,7 +362,10 @@ fn runs_show_and_logs_read_the_history() {
     let show = runloom_in(&dir, &["show", &id[..10]]);
     assert_eq!(show.status.code(), Some(0), "{}", stderr(&show));
     let text = stdout(&show);
-    assert!(text.starts_with(&format!("run {id} of `greet`: failed")), "{text}");
+    assert!(
+        text.starts_with(&format!("run {id} of `greet`: failed")),
+        "{text}"
+    );
     assert!(text.contains("hello.greet  read  failed"), "{text}");
     assert!(text.contains("[blame: runbook]"), "{text}");
 
@@ -317,7 +381,11 @@ fn runs_show_and_logs_read_the_history() {
 fn a_dry_run_exits_zero_and_marks_mutations_planned() {
     let dir = workspace(
         "dry",
-        &[("shout", "version = 1\ndescription = \"x\"\n[plugins.hello]\n", "call(\"hello\", \"shout\", #{ message: \"x\" })")],
+        &[(
+            "shout",
+            "version = 1\ndescription = \"x\"\n[plugins.hello]\n",
+            "call(\"hello\", \"shout\", #{ message: \"x\" })",
+        )],
     );
     let out = runloom_in(&dir, &["run", "shout", "--dry-run", "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));

@@ -21,7 +21,7 @@ mod common;
 use common::{Sample, print_table, time_sync};
 use runloom::plugin::{CallRequest, HostConfig, PluginHost};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Plugin calls: enough for a stable p99 in about a second.
 const PLUGIN_WARMUP: usize = 2_000;

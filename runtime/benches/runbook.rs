@@ -6,7 +6,11 @@
 //! time, then throughput with 16 runs in flight, for `synchronous=FULL` (the default: an
 //! acknowledged write survives power loss) and `NORMAL`.
 
-#![allow(clippy::expect_used, clippy::unwrap_used, reason = "a broken setup should panic")]
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    reason = "a broken setup should panic"
+)]
 
 mod common;
 
@@ -42,7 +46,10 @@ struct Setup {
 }
 
 async fn setup(durability: Durability) -> Setup {
-    let dir = std::env::temp_dir().join(format!("runloom-bench-runbook-{}-{durability:?}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!(
+        "runloom-bench-runbook-{}-{durability:?}",
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("runbooks/three")).unwrap();
     std::fs::write(dir.join("runbooks/three/runbook.toml"), RUNBOOK).unwrap();
@@ -51,14 +58,26 @@ async fn setup(durability: Durability) -> Setup {
     config.durability = durability;
     let host = PluginHost::new(HostConfig::default()).unwrap();
     let registry = Arc::new(Registry::load(&host, &config.plugin_dir).await);
-    let store = Store::open(&config.store_url(), config.durability).await.unwrap();
+    let store = Store::open(&config.store_url(), config.durability)
+        .await
+        .unwrap();
     let names = registry.plugins().map(|p| p.name().to_string()).collect();
-    let ctx = runloom::runbook::LoadContext { config: &config, plugins: &names };
+    let ctx = runloom::runbook::LoadContext {
+        config: &config,
+        plugins: &names,
+    };
     let runbook = Arc::new(
-        runloom::catalog::prepare(&dir.join("runbooks/three"), &ctx, &host).await.map_err(|e| format!("{e:?}")).unwrap(),
+        runloom::catalog::prepare(&dir.join("runbooks/three"), &ctx, &host)
+            .await
+            .map_err(|e| format!("{e:?}"))
+            .unwrap(),
     );
     let executor = Executor::new(host, registry, Arc::new(config), store);
-    Setup { executor, runbook, dir }
+    Setup {
+        executor,
+        runbook,
+        dir,
+    }
 }
 
 async fn one_run(s: &Setup) {
@@ -103,12 +122,18 @@ async fn measure(durability: Durability) -> (Sample, f64) {
     }
     let per_second = CONCURRENT_RUNS as f64 / started.elapsed().as_secs_f64();
     let _ = std::fs::remove_dir_all(&s.dir);
-    (Sample::new(format!("run, 3 plugin calls, {durability:?}"), times), per_second)
+    (
+        Sample::new(format!("run, 3 plugin calls, {durability:?}"), times),
+        per_second,
+    )
 }
 
 fn main() {
     let started = Instant::now();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let mut samples = Vec::new();
     let mut rates = Vec::new();
     for durability in [Durability::Full, Durability::Normal] {
@@ -120,7 +145,9 @@ fn main() {
     print_table(&samples.iter().collect::<Vec<_>>(), None);
     println!();
     for (durability, rate) in rates {
-        println!("{IN_FLIGHT} runs in flight, {durability:?}: {rate:.0} runs/s ({CONCURRENT_RUNS} runs)");
+        println!(
+            "{IN_FLIGHT} runs in flight, {durability:?}: {rate:.0} runs/s ({CONCURRENT_RUNS} runs)"
+        );
     }
     println!("took {:.1} s", started.elapsed().as_secs_f64());
 }

@@ -93,6 +93,9 @@ pub enum StepStatus {
     Planned,
     /// Interrupted by cancellation or the run's deadline.
     Interrupted,
+    /// Completed by an earlier attempt of this run (before a restart): its recorded output
+    /// was returned again and the action was not invoked a second time.
+    Replayed,
 }
 
 impl StepStatus {
@@ -104,6 +107,7 @@ impl StepStatus {
             StepStatus::Failed => "failed",
             StepStatus::Planned => "planned",
             StepStatus::Interrupted => "interrupted",
+            StepStatus::Replayed => "replayed",
         }
     }
 
@@ -115,6 +119,7 @@ impl StepStatus {
             StepStatus::Failed,
             StepStatus::Planned,
             StepStatus::Interrupted,
+            StepStatus::Replayed,
         ]
         .into_iter()
         .find(|st| st.as_str() == s)
@@ -156,9 +161,53 @@ pub struct RunRecord {
     pub ended_at: Option<i64>,
     /// How many times a worker started it (more than 1 after a restart).
     pub attempt: i64,
+    /// Which trigger of the runbook created it: `manual`, `cron:0`, `alert:1`, `webhook:NAME`.
+    pub trigger_id: Option<String>,
+    /// The per-target lock key it held or waits for.
+    pub lock_key: Option<String>,
+    /// The alert episode (`fingerprint@startsAt`) that started it.
+    pub alert_key: Option<String>,
+    /// The cron tick it is for (Unix ms).
+    pub scheduled_at: Option<i64>,
+    /// The node that ran it.
+    pub node: Option<String>,
 }
 
 impl RunRecord {
+    /// A new queued run.
+    pub fn queued(
+        runbook: &str,
+        runbook_hash: &str,
+        trigger_kind: &str,
+        trigger: Value,
+        params: Value,
+        dry_run: bool,
+    ) -> Self {
+        RunRecord {
+            id: new_id(),
+            runbook: runbook.to_string(),
+            runbook_hash: runbook_hash.to_string(),
+            status: RunStatus::Queued,
+            trigger_kind: trigger_kind.to_string(),
+            trigger,
+            params,
+            dry_run,
+            reason: None,
+            error_kind: None,
+            blame: None,
+            output: None,
+            queued_at: now_ms(),
+            started_at: None,
+            ended_at: None,
+            attempt: 0,
+            trigger_id: None,
+            lock_key: None,
+            alert_key: None,
+            scheduled_at: None,
+            node: None,
+        }
+    }
+
     /// Time from start to end.
     pub fn duration_ms(&self) -> Option<i64> {
         Some(self.ended_at? - self.started_at?)
@@ -200,6 +249,9 @@ pub struct StepRecord {
     pub blame: Option<String>,
     /// Attempts made (1 without retries).
     pub attempts: i64,
+    /// For plugin calls: the n-th call of the body (from 1), the key that lets a resumed run
+    /// replay completed calls.
+    pub call_index: Option<i64>,
     /// Unix milliseconds.
     pub started_at: i64,
     /// Unix milliseconds.

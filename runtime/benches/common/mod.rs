@@ -57,7 +57,12 @@ pub(crate) fn micros(d: Duration) -> String {
 
 /// Print samples as a table; with `base`, a last column gives each p50 relative to it.
 pub(crate) fn print_table(samples: &[&Sample], base: Option<Duration>) {
-    let width = samples.iter().map(|s| s.name.len()).max().unwrap_or(9).max(9);
+    let width = samples
+        .iter()
+        .map(|s| s.name.len())
+        .max()
+        .unwrap_or(9)
+        .max(9);
     print!(
         "{:<width$} {:>7} {:>10} {:>10} {:>10} {:>10}",
         "operation", "n", "p50 µs", "p90 µs", "p99 µs", "mean µs"

@@ -40,6 +40,11 @@ pub(super) struct RunContext {
     observer: Option<LogObserver>,
     steps: Mutex<Steps>,
     log_seq: Arc<AtomicI64>,
+    /// Plugin calls of the body so far in this attempt.
+    calls: AtomicI64,
+    /// `mutate` calls completed by earlier attempts of this run, by call index: replayed, not
+    /// repeated, when the body makes the same call again.
+    journal: std::collections::HashMap<i64, StepRecord>,
 }
 
 impl RunContext {
@@ -50,8 +55,18 @@ impl RunContext {
         masker: Masker,
         cancel: CancellationToken,
         observer: Option<LogObserver>,
+        earlier_steps: Vec<StepRecord>,
     ) -> Self {
         let deadline = Instant::now() + runbook.runbook.policy.timeout;
+        let last_seq = earlier_steps.iter().map(|s| s.seq).max().unwrap_or(0);
+        let journal = earlier_steps
+            .into_iter()
+            .filter(|s| {
+                s.action_kind.as_deref() == Some("mutate")
+                    && matches!(s.status, StepStatus::Succeeded | StepStatus::Replayed)
+            })
+            .filter_map(|s| Some((s.call_index?, s)))
+            .collect();
         Self {
             exec,
             runbook,
@@ -63,8 +78,13 @@ impl RunContext {
             cancel,
             masker,
             observer,
-            steps: Mutex::new(Steps::default()),
+            steps: Mutex::new(Steps {
+                last: last_seq,
+                open: Vec::new(),
+            }),
             log_seq: Arc::new(AtomicI64::new(0)),
+            calls: AtomicI64::new(0),
+            journal,
         }
     }
 
@@ -122,8 +142,8 @@ impl RunContext {
         self.deadline.saturating_duration_since(Instant::now())
     }
 
-    /// Close open named steps, log the end, and say how the run ended.
-    pub(super) async fn finish(&self, outcome: Result<Value, BodyError>) -> RunEnd {
+    /// Mark named steps still open as interrupted.
+    pub(super) async fn close_open_steps(&self) {
         let open: Vec<StepRecord> = self
             .steps
             .lock()
@@ -134,6 +154,11 @@ impl RunContext {
             group.ended_at = Some(now_ms());
             let _ = self.exec.store.finish_step(&group).await;
         }
+    }
+
+    /// Close open named steps, log the end, and say how the run ended.
+    pub(super) async fn finish(&self, outcome: Result<Value, BodyError>) -> RunEnd {
+        self.close_open_steps().await;
         let end = run_end(&self.run_id, outcome, &self.masker);
         let level = if end.status == crate::run::RunStatus::Errored {
             tracing::error!(run = %self.run_id, reason = ?end.reason, "run errored");
@@ -222,6 +247,7 @@ impl RunApi for RunContext {
         input: Value,
         options: CallOptions,
     ) -> Result<Value, StepError> {
+        let call_index = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
         let (seq, parent) = self.next_step();
         let mut step = StepRecord {
             run_id: self.run_id.clone(),
@@ -240,9 +266,38 @@ impl RunApi for RunContext {
             error: None,
             blame: None,
             attempts: 0,
+            call_index: Some(call_index),
             started_at: now_ms(),
             ended_at: None,
         };
+        if let Some(done) = self.journal.get(&call_index)
+            && done.plugin.as_deref() == Some(plugin)
+            && done.action.as_deref() == Some(action)
+            && done.input == step.input
+        {
+            // An earlier attempt completed this very mutation before the run was interrupted:
+            // return what it returned instead of applying it twice.
+            step.status = StepStatus::Replayed;
+            step.action_kind = done.action_kind.clone();
+            step.plugin_hash = done.plugin_hash.clone();
+            step.output = done.output.clone();
+            step.ended_at = Some(now_ms());
+            if let Err(e) = self.exec.store.insert_step(&step).await {
+                return Err(StepError::new(
+                    "engine",
+                    "engine",
+                    format!("cannot record the step: {e}"),
+                ));
+            }
+            self.emit(
+                Some(seq),
+                "info",
+                "engine",
+                &format!("{plugin}.{action} completed in an earlier attempt (step {}); replayed, not invoked again", done.seq),
+                Vec::new(),
+            );
+            return Ok(done.output.clone().unwrap_or(Value::Null));
+        }
         let rb = &self.runbook.runbook;
         let resolved = (|| {
             let uses = rb.plugins.get(plugin).ok_or_else(|| {
@@ -341,6 +396,7 @@ impl RunApi for RunContext {
         let retries = options.retries.unwrap_or(policy.retries);
         let input_text = input.to_string();
         let mut attempts = 0i64;
+        let started = Instant::now();
         let result = loop {
             attempts += 1;
             let mut request = CallRequest::new(action, input_text.clone());
@@ -387,6 +443,9 @@ impl RunApi for RunContext {
                 Vec::new(),
             );
         }
+        if let Some(m) = self.exec.metrics.get() {
+            m.plugin_call(plugin, action, started.elapsed());
+        }
         self.record(step, &result, attempts).await;
         result
     }
@@ -410,6 +469,7 @@ impl RunApi for RunContext {
             error: None,
             blame: None,
             attempts: 1,
+            call_index: None,
             started_at: now_ms(),
             ended_at: None,
         };

@@ -15,12 +15,13 @@ mod context;
 use crate::catalog::{Body, Prepared};
 use crate::config::Config;
 use crate::plugin::{PluginHost, Registry, RunbookLimits};
-use crate::run::{LogRecord, RunRecord, RunStatus, new_id, now_ms};
+use crate::run::{LogRecord, RunRecord, RunStatus, now_ms};
 use crate::runbook::api::{BodyError, RunApi};
 use crate::runbook::params;
+use crate::safety::Rules;
 use crate::script::ScriptLimits;
 use crate::secret::{Masker, Secrets};
-use crate::store::{RunEnd, Store};
+use crate::store::{Admission, AlertOutcome, AlertRecord, RunEnd, Store};
 use context::RunContext;
 use serde_json::{Map, Value};
 use std::sync::Arc;
@@ -41,10 +42,16 @@ pub struct RunRequest {
     pub params: Map<String, Value>,
     /// `manual`, `cron`, `alert` or `webhook`.
     pub trigger_kind: String,
+    /// Which trigger of the runbook (`cron:0`, `alert:1`, `webhook:NAME`); `None` for manual.
+    pub trigger_id: Option<String>,
     /// The trigger event, passed to the body as `trigger`.
     pub trigger: Value,
     /// Plan `mutate` actions instead of invoking them.
     pub dry_run: bool,
+    /// The alert episode (`fingerprint@startsAt`) behind an alert-triggered run.
+    pub alert_key: Option<String>,
+    /// A cron run's tick: its unique key and time (Unix ms).
+    pub schedule: Option<(String, i64)>,
 }
 
 impl RunRequest {
@@ -53,10 +60,22 @@ impl RunRequest {
         Self {
             params,
             trigger_kind: "manual".into(),
+            trigger_id: None,
             trigger: serde_json::json!({"kind": "manual"}),
             dry_run,
+            alert_key: None,
+            schedule: None,
         }
     }
+}
+
+/// How a run ended from the worker's point of view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// The operator cancelled it: it ends `cancelled`.
+    Cancel,
+    /// The node is shutting down: it goes back to the queue to run again.
+    Interrupt,
 }
 
 /// Why a run could not be created.
@@ -77,6 +96,7 @@ pub struct Executor {
 }
 
 struct Inner {
+    metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
     host: PluginHost,
     registry: Arc<Registry>,
     config: Arc<Config>,
@@ -95,6 +115,7 @@ impl Executor {
         let secrets = Secrets::new(config.secrets.clone());
         Self {
             inner: Arc::new(Inner {
+                metrics: std::sync::OnceLock::new(),
                 host,
                 registry,
                 config,
@@ -104,44 +125,114 @@ impl Executor {
         }
     }
 
+    /// Count plugin calls in `metrics`.
+    pub fn with_metrics(self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        let _ = self.inner.metrics.set(metrics);
+        self
+    }
+
     /// The store runs are recorded in.
     pub fn store(&self) -> &Store {
         &self.inner.store
     }
 
-    /// Create a queued run of `runbook`. Durable when this returns.
+    /// The run record and admission keys for a request: parameters checked and completed, the
+    /// per-target lock key rendered from the trigger and parameters.
+    pub fn prepare_run(
+        &self,
+        runbook: &Prepared,
+        request: RunRequest,
+    ) -> Result<(RunRecord, Admission), EnqueueError> {
+        let rb = &runbook.runbook;
+        let params =
+            params::resolve(&rb.parameters, &request.params).map_err(EnqueueError::Parameters)?;
+        let policy = &rb.policy;
+        let lock_key = policy.lock.as_ref().map(|lock| {
+            let alert = request.trigger.get("alert");
+            let context = serde_json::json!({
+                "labels": alert.and_then(|a| a.get("labels")),
+                "annotations": alert.and_then(|a| a.get("annotations")),
+                "params": params,
+                "body": request.trigger.get("body"),
+            });
+            lock.render(&context)
+        });
+        let mut record = RunRecord::queued(
+            &rb.name,
+            &rb.content_hash,
+            &request.trigger_kind,
+            request.trigger,
+            Value::Object(params),
+            request.dry_run,
+        );
+        let trigger_id = request
+            .trigger_id
+            .unwrap_or_else(|| request.trigger_kind.clone());
+        record.trigger_id = Some(trigger_id.clone());
+        record.lock_key = lock_key.clone();
+        record.alert_key = request.alert_key.clone();
+        record.scheduled_at = request.schedule.as_ref().map(|(_, at)| *at);
+        // Manual runs are an operator's explicit request: the rate limit, cooldown and breaker
+        // guard automation, not people. The pause, concurrency and locks still apply.
+        let rules = if request.trigger_kind == "manual" {
+            Rules::default()
+        } else {
+            Rules::from(policy)
+        };
+        let admission = Admission {
+            trigger_id: Some(trigger_id),
+            rule_key: lock_key.clone().unwrap_or_else(|| rb.name.clone()),
+            lock_key,
+            max_concurrency: i64::from(policy.concurrency),
+            alert_key: request.alert_key,
+            schedule_key: request.schedule.as_ref().map(|(key, _)| key.clone()),
+            scheduled_at: request.schedule.map(|(_, at)| at),
+            rules,
+            skip: None,
+        };
+        Ok((record, admission))
+    }
+
+    /// Create a queued run of `runbook` directly, for `runloom run`, which executes it at once
+    /// in this process. Durable when this returns.
     pub async fn enqueue(
         &self,
         runbook: &Prepared,
         request: RunRequest,
     ) -> Result<RunRecord, EnqueueError> {
-        let rb = &runbook.runbook;
-        let params =
-            params::resolve(&rb.parameters, &request.params).map_err(EnqueueError::Parameters)?;
-        let record = RunRecord {
-            id: new_id(),
-            runbook: rb.name.clone(),
-            runbook_hash: rb.content_hash.clone(),
-            status: RunStatus::Queued,
-            trigger_kind: request.trigger_kind,
-            trigger: request.trigger,
-            params: Value::Object(params),
-            dry_run: request.dry_run,
-            reason: None,
-            error_kind: None,
-            blame: None,
-            output: None,
-            queued_at: now_ms(),
-            started_at: None,
-            ended_at: None,
-            attempt: 0,
-        };
+        let (record, _) = self.prepare_run(runbook, request)?;
         self.inner.store.insert_run(&record).await?;
         Ok(record)
     }
 
-    /// Carry the queued run `run` of `runbook` to a final status and return its record.
-    /// `cancel` stops it from outside; `observer` sees every log line as it is written.
+    /// Record a triggered run through the safety kernel: queued for the workers, or skipped
+    /// with the rule that suppressed it. `None` when another node already recorded this cron
+    /// tick. Durable when this returns.
+    pub async fn admit(
+        &self,
+        runbook: &Prepared,
+        request: RunRequest,
+    ) -> Result<Option<RunRecord>, EnqueueError> {
+        let (record, admission) = self.prepare_run(runbook, request)?;
+        Ok(self.inner.store.admit(record, admission).await?)
+    }
+
+    /// Store one alert and record the runs it starts (see [`Store::ingest_alert`]).
+    pub async fn ingest_alert(
+        &self,
+        alert: AlertRecord,
+        new_runs: Vec<(RunRecord, Admission)>,
+        repeat_runs: Vec<(RunRecord, Admission)>,
+    ) -> anyhow::Result<AlertOutcome> {
+        self.inner
+            .store
+            .ingest_alert(alert, new_runs, repeat_runs)
+            .await
+    }
+
+    /// Carry the run `run` of `runbook` (queued, or already claimed by a worker) to a final
+    /// status and return its record. `cancel` stops it from outside; `observer` sees every log
+    /// line as it is written.
     pub async fn execute(
         &self,
         runbook: Arc<Prepared>,
@@ -149,33 +240,72 @@ impl Executor {
         cancel: CancellationToken,
         observer: Option<LogObserver>,
     ) -> anyhow::Result<RunRecord> {
+        self.execute_until(runbook, run, cancel, CancellationToken::new(), observer)
+            .await
+    }
+
+    /// Like [`Executor::execute`], and when `interrupt` fires (the node is shutting down) the
+    /// run is stopped and put back in the queue instead of ending: it runs again later, and
+    /// the plugin calls it completed are replayed, not repeated.
+    pub async fn execute_until(
+        &self,
+        runbook: Arc<Prepared>,
+        mut run: RunRecord,
+        cancel: CancellationToken,
+        interrupt: CancellationToken,
+        observer: Option<LogObserver>,
+    ) -> anyhow::Result<RunRecord> {
         let store = &self.inner.store;
-        if !store.start_run(&run.id, now_ms()).await? {
-            // Cancelled (or taken) before it started.
-            return Ok(store.get_run(&run.id).await?);
+        if run.status == RunStatus::Queued {
+            if !store.start_run(&run.id, now_ms()).await? {
+                // Cancelled (or taken) before it started.
+                return Ok(store.get_run(&run.id).await?);
+            }
+            run.attempt += 1;
         }
         let policy = runbook.runbook.policy.clone();
         let masker = Masker::default();
+        // The body stops on either signal; which one fired decides how the run is recorded.
+        let stop = CancellationToken::new();
+        let journal = if run.attempt > 1 {
+            store.steps(&run.id).await?
+        } else {
+            Vec::new()
+        };
         let ctx = Arc::new(RunContext::new(
             self.inner.clone(),
             runbook.clone(),
             &run,
             masker.clone(),
-            cancel.clone(),
+            stop.clone(),
             observer,
+            journal,
         ));
         ctx.log_engine(
             "info",
             format!(
-                "run {} of runbook `{}` started ({}{})",
+                "run {} of runbook `{}` started ({}{}{})",
                 run.id,
                 runbook.runbook.name,
                 run.trigger_kind,
-                if run.dry_run { ", dry-run" } else { "" }
+                if run.dry_run { ", dry-run" } else { "" },
+                if run.attempt > 1 {
+                    format!(", attempt {}", run.attempt)
+                } else {
+                    String::new()
+                }
             ),
         );
 
-        let watcher = spawn_cancel_watcher(store.clone(), run.id.clone(), cancel.clone());
+        let stopped_by: Arc<std::sync::Mutex<Option<Stop>>> = Arc::default();
+        let watcher = spawn_stop_watcher(
+            store.clone(),
+            run.id.clone(),
+            cancel,
+            interrupt,
+            stop.clone(),
+            stopped_by.clone(),
+        );
         let api: Arc<dyn RunApi> = ctx.clone();
         let body = async {
             match &runbook.body {
@@ -193,34 +323,55 @@ impl Executor {
             result = tokio::time::timeout(policy.timeout + DEADLINE_GRACE, body) => {
                 result.unwrap_or(Err(BodyError::TimedOut))
             }
-            () = cancel.cancelled() => {
-                // Give the body a moment to stop on its own; it is dropped either way.
-                Err(BodyError::Cancelled)
-            }
+            () = stop.cancelled() => Err(BodyError::Cancelled),
         };
         watcher.abort();
+        let stopped = stopped_by.lock().ok().and_then(|s| *s);
+        if stopped == Some(Stop::Interrupt) && outcome.is_err() {
+            ctx.log_engine(
+                "warn",
+                "interrupted by the node's shutdown; the run goes back to the queue".into(),
+            );
+            ctx.close_open_steps().await;
+            store
+                .requeue_run(&run.id, "interrupted by a shutdown; it will run again")
+                .await?;
+            return Ok(store.get_run(&run.id).await?);
+        }
         let end = ctx.finish(outcome).await;
         store.finish_run(&end).await?;
+        store
+            .record_outcome(&run.runbook, end.status, policy.breaker)
+            .await?;
         Ok(store.get_run(&run.id).await?)
     }
 }
 
-/// Cancel `token` when someone (another process, an API call on another node) asks the store
-/// to cancel the run.
-fn spawn_cancel_watcher(
+/// Fire `stop` when the operator cancels (`cancel`, or a cancellation requested through the
+/// store by another process or node) or the node shuts down (`interrupt`), remembering which.
+fn spawn_stop_watcher(
     store: Store,
     id: String,
-    token: CancellationToken,
+    cancel: CancellationToken,
+    interrupt: CancellationToken,
+    stop: CancellationToken,
+    stopped_by: Arc<std::sync::Mutex<Option<Stop>>>,
 ) -> tokio::task::JoinHandle<()> {
+    let set = move |why: Stop| {
+        if let Ok(mut s) = stopped_by.lock() {
+            *s = Some(why);
+        }
+        stop.cancel();
+    };
     tokio::spawn(async move {
         loop {
             tokio::select! {
-                () = token.cancelled() => return,
+                () = cancel.cancelled() => return set(Stop::Cancel),
+                () = interrupt.cancelled() => return set(Stop::Interrupt),
                 () = tokio::time::sleep(CANCEL_POLL) => {}
             }
             if store.cancel_requested(&id).await.unwrap_or(false) {
-                token.cancel();
-                return;
+                return set(Stop::Cancel);
             }
         }
     })

@@ -13,7 +13,10 @@
 //!
 //! Invariant: other modules see plain Rust types ([`crate::run`]), never rows or SQL.
 
+mod server;
 mod writer;
+
+pub use server::{Admission, AlertOutcome, AlertRecord, PlannedRuns};
 
 use crate::run::{LogRecord, RunRecord, RunStatus, StepRecord, StepStatus};
 use anyhow::Context;
@@ -182,8 +185,8 @@ impl Store {
             Box::pin(async move {
                 sqlx::query(
                     "INSERT INTO runs (id, runbook, runbook_hash, status, trigger_kind, trigger, params, \
-                     dry_run, reason, queued_at, started_at, ended_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                     dry_run, reason, queued_at, started_at, ended_at, trigger_id) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
                 )
                 .bind(r.id)
                 .bind(r.runbook)
@@ -197,6 +200,7 @@ impl Store {
                 .bind(r.queued_at)
                 .bind(r.started_at)
                 .bind(r.ended_at)
+                .bind(r.trigger_id)
                 .execute(conn)
                 .await
                 .map(|r| r.rows_affected())
@@ -306,8 +310,9 @@ impl Store {
             Box::pin(async move {
                 sqlx::query(
                     "INSERT INTO steps (run_id, seq, parent, kind, name, plugin, action, action_kind, \
-                     plugin_hash, status, input, output, error_kind, error, blame, attempts, started_at, ended_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+                     plugin_hash, status, input, output, error_kind, error, blame, attempts, started_at, ended_at, \
+                     call_index) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
                 )
                 .bind(s.run_id)
                 .bind(s.seq)
@@ -327,6 +332,7 @@ impl Store {
                 .bind(s.attempts)
                 .bind(s.started_at)
                 .bind(s.ended_at)
+                .bind(s.call_index)
                 .execute(conn)
                 .await
                 .map(|r| r.rows_affected())
@@ -475,7 +481,7 @@ impl Store {
     pub async fn steps(&self, run_id: &str) -> anyhow::Result<Vec<StepRecord>> {
         let rows = sqlx::query(
             "SELECT run_id, seq, parent, kind, name, plugin, action, action_kind, plugin_hash, status, \
-             input, output, error_kind, error, blame, attempts, started_at, ended_at \
+             input, output, error_kind, error, blame, attempts, call_index, started_at, ended_at \
              FROM steps WHERE run_id = $1 ORDER BY seq",
         )
         .bind(run_id.to_string())
@@ -561,7 +567,8 @@ impl Default for RunFilter {
 }
 
 const RUN_COLUMNS: &str = "SELECT id, runbook, runbook_hash, status, trigger_kind, trigger, params, dry_run, \
-    reason, error_kind, blame, output, queued_at, started_at, ended_at, attempt FROM runs";
+    reason, error_kind, blame, output, queued_at, started_at, ended_at, attempt, trigger_id, lock_key, \
+    alert_key, scheduled_at, node FROM runs";
 
 fn json(text: Option<String>) -> Option<Value> {
     text.map(|t| serde_json::from_str(&t).unwrap_or(Value::String(t)))
@@ -586,6 +593,11 @@ fn run_from_row(r: &AnyRow) -> anyhow::Result<RunRecord> {
         started_at: r.try_get("started_at")?,
         ended_at: r.try_get("ended_at")?,
         attempt: r.try_get("attempt")?,
+        trigger_id: r.try_get("trigger_id")?,
+        lock_key: r.try_get("lock_key")?,
+        alert_key: r.try_get("alert_key")?,
+        scheduled_at: r.try_get("scheduled_at")?,
+        node: r.try_get("node")?,
     })
 }
 
@@ -609,6 +621,7 @@ fn step_from_row(r: &AnyRow) -> anyhow::Result<StepRecord> {
         error: r.try_get("error")?,
         blame: r.try_get("blame")?,
         attempts: r.try_get("attempts")?,
+        call_index: r.try_get("call_index")?,
         started_at: r.try_get("started_at")?,
         ended_at: r.try_get("ended_at")?,
     })

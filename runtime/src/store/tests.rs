@@ -1,5 +1,4 @@
 use super::*;
-use crate::run::{new_id, now_ms};
 use serde_json::json;
 
 /// A fresh SQLite store in a temp dir.
@@ -16,24 +15,16 @@ pub(crate) async fn temp_store() -> (Store, std::path::PathBuf) {
 }
 
 fn run(runbook: &str, status: RunStatus) -> RunRecord {
-    RunRecord {
-        id: new_id(),
-        runbook: runbook.into(),
-        runbook_hash: "abc".into(),
-        status,
-        trigger_kind: "manual".into(),
-        trigger: json!({"kind": "manual"}),
-        params: json!({"path": "/var"}),
-        dry_run: false,
-        reason: None,
-        error_kind: None,
-        blame: None,
-        output: None,
-        queued_at: now_ms(),
-        started_at: None,
-        ended_at: None,
-        attempt: 0,
-    }
+    let mut r = RunRecord::queued(
+        runbook,
+        "abc",
+        "manual",
+        json!({"kind": "manual"}),
+        json!({"path": "/var"}),
+        false,
+    );
+    r.status = status;
+    r
 }
 
 #[tokio::test]
@@ -94,6 +85,7 @@ async fn steps_and_logs_are_stored_in_order() {
         error: None,
         blame: None,
         attempts: 1,
+        call_index: Some(1),
         started_at: 1,
         ended_at: None,
     };

@@ -1,0 +1,726 @@
+//! What `runloom serve` asks of the store: admitting triggered runs through the safety
+//! kernel, claiming queued runs for workers, alert episodes, the breaker, the global pause,
+//! and recovery after a restart. Each decision and its record happen in one transaction.
+
+use super::{Backend, Store};
+use crate::run::{RunRecord, RunStatus, now_ms};
+use crate::safety::{self, Facts, Rules, Verdict, Waiting};
+use serde_json::Value;
+use sqlx::{AnyConnection, Row};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+/// How a triggered run is keyed and limited, beyond the run record itself.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Admission {
+    /// Which trigger of the runbook created it (`cron:0`, `alert:1`, `webhook:deploy`, `manual`).
+    pub trigger_id: Option<String>,
+    /// Per-target lock key, when the runbook has a lock.
+    pub lock_key: Option<String>,
+    /// Key for rate limit and cooldown: the lock key, else the runbook name.
+    pub rule_key: String,
+    /// The runbook's concurrency limit.
+    pub max_concurrency: i64,
+    /// The alert episode (`fingerprint@startsAt`) that triggered it.
+    pub alert_key: Option<String>,
+    /// Cron runs: `runbook#trigger@tick`, unique across every node.
+    pub schedule_key: Option<String>,
+    /// Cron runs: the tick (Unix ms).
+    pub scheduled_at: Option<i64>,
+    /// Admission rules from the runbook's policy.
+    pub rules: Rules,
+    /// Record the run as skipped with this rule and reason, whatever the kernel says (a
+    /// missed cron tick, an overlapping one).
+    pub skip: Option<(String, String)>,
+}
+
+/// Runs ready to record, each with its admission keys.
+pub type PlannedRuns = Vec<(RunRecord, Admission)>;
+
+/// One alert of a notification, as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertRecord {
+    /// Alertmanager's fingerprint of the label set.
+    pub fingerprint: String,
+    /// When the episode started, as Alertmanager wrote it.
+    pub starts_at: String,
+    /// `firing` or `resolved`.
+    pub status: String,
+    /// Labels.
+    pub labels: Value,
+    /// Annotations.
+    pub annotations: Value,
+    /// When it ended (resolved alerts).
+    pub ends_at: Option<String>,
+    /// Link to the source.
+    pub generator_url: Option<String>,
+    /// The Alertmanager receiver.
+    pub receiver: Option<String>,
+    /// The notification's group key.
+    pub group_key: Option<String>,
+}
+
+impl AlertRecord {
+    /// `fingerprint@startsAt`: the episode's identity, stored on the runs it starts.
+    pub fn key(&self) -> String {
+        format!("{}@{}", self.fingerprint, self.starts_at)
+    }
+}
+
+/// What storing one alert did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AlertOutcome {
+    /// `new`, `duplicate`, `resolved`, `stale` (a firing notification for an episode already
+    /// resolved: ignored) or `unknown-resolved` (resolved before we saw it fire).
+    pub disposition: String,
+    /// Runs recorded (queued or skipped), in order.
+    pub runs: Vec<RunRecord>,
+    /// Queued runs cancelled because the alert resolved.
+    pub cancelled: u64,
+}
+
+/// Turn the store's answer about a run into the record.
+fn record_from(mut run: RunRecord, verdict: &Verdict, at: i64) -> RunRecord {
+    if let Verdict::Suppress { rule, reason } = verdict {
+        run.status = RunStatus::Skipped;
+        run.reason = Some(reason.clone());
+        run.error_kind = Some((*rule).to_string());
+        run.ended_at = Some(at);
+    }
+    run
+}
+
+/// The rule names a forced skip may carry, as the `&'static str` a verdict holds.
+fn static_rule(rule: &str) -> &'static str {
+    match rule {
+        "missed" => "missed",
+        "overlap" => "overlap",
+        "paused" => "paused",
+        _ => "skipped",
+    }
+}
+
+/// Gather the facts for admission and record the run, inside a transaction. Returns `None`
+/// when another node already recorded this cron tick.
+async fn admit_in(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    run: &RunRecord,
+    a: &Admission,
+) -> Result<Option<RunRecord>, sqlx::Error> {
+    if backend == Backend::Postgres {
+        // Serialise admissions of one runbook across nodes, so limits hold cluster-wide.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+            .bind(run.runbook.clone())
+            .execute(&mut *conn)
+            .await?;
+    }
+    let now = run.queued_at;
+    let mut facts = Facts::default();
+    if let Some(row) = sqlx::query("SELECT value FROM settings WHERE name = 'paused'")
+        .fetch_optional(&mut *conn)
+        .await?
+    {
+        facts.paused = Some(row.try_get::<String, _>(0)?);
+    }
+    if let Some(row) = sqlx::query(
+        "SELECT consecutive_failures, breaker_open_since FROM runbook_state WHERE runbook = $1",
+    )
+    .bind(run.runbook.clone())
+    .fetch_optional(&mut *conn)
+    .await?
+    {
+        facts.consecutive_failures = row.try_get(0)?;
+        facts.breaker_open_since = row.try_get(1)?;
+    }
+    if let Some(limit) = a.rules.rate_limit {
+        let since = now - i64::try_from(limit.window.as_millis()).unwrap_or(i64::MAX);
+        let row = sqlx::query(
+            "SELECT COUNT(*) FROM runs WHERE runbook = $1 AND rule_key = $2 AND status <> 'skipped' AND queued_at >= $3",
+        )
+        .bind(run.runbook.clone())
+        .bind(a.rule_key.clone())
+        .bind(since)
+        .fetch_one(&mut *conn)
+        .await?;
+        facts.runs_in_window = u32::try_from(row.try_get::<i64, _>(0)?).unwrap_or(u32::MAX);
+    }
+    if a.rules.cooldown.is_some() {
+        // A run still queued or running counts as "just now".
+        let row = sqlx::query(
+            "SELECT MAX(CASE WHEN ended_at IS NULL THEN $1 ELSE ended_at END) FROM runs \
+             WHERE runbook = $2 AND rule_key = $3 AND status <> 'skipped'",
+        )
+        .bind(now)
+        .bind(run.runbook.clone())
+        .bind(a.rule_key.clone())
+        .fetch_one(&mut *conn)
+        .await?;
+        facts.last_run_at = row.try_get(0)?;
+    }
+    let verdict = match &a.skip {
+        Some((rule, reason)) => Verdict::Suppress {
+            rule: static_rule(rule),
+            reason: reason.clone(),
+        },
+        None => safety::admit(&run.runbook, &a.rule_key, &a.rules, &facts, now),
+    };
+    let record = record_from(run.clone(), &verdict, now);
+    let inserted = sqlx::query(
+        "INSERT INTO runs (id, runbook, runbook_hash, status, trigger_kind, trigger, params, dry_run, \
+         reason, error_kind, queued_at, ended_at, trigger_id, lock_key, rule_key, max_concurrency, \
+         alert_key, schedule_key, scheduled_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) \
+         ON CONFLICT (schedule_key) DO NOTHING",
+    )
+    .bind(record.id.clone())
+    .bind(record.runbook.clone())
+    .bind(record.runbook_hash.clone())
+    .bind(record.status.as_str())
+    .bind(record.trigger_kind.clone())
+    .bind(record.trigger.to_string())
+    .bind(record.params.to_string())
+    .bind(i64::from(record.dry_run))
+    .bind(record.reason.clone())
+    .bind(record.error_kind.clone())
+    .bind(record.queued_at)
+    .bind(record.ended_at)
+    .bind(a.trigger_id.clone())
+    .bind(a.lock_key.clone())
+    .bind(a.rule_key.clone())
+    .bind(a.max_concurrency)
+    .bind(a.alert_key.clone())
+    .bind(a.schedule_key.clone())
+    .bind(a.scheduled_at)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    Ok((inserted == 1).then_some(record))
+}
+
+impl Store {
+    /// Record a triggered run: queued if the safety kernel admits it, else skipped with the
+    /// rule and reason. `None` when another node already recorded this cron tick. Durable
+    /// when this returns.
+    pub async fn admit(
+        &self,
+        run: RunRecord,
+        admission: Admission,
+    ) -> anyhow::Result<Option<RunRecord>> {
+        let backend = self.backend();
+        let out: Arc<Mutex<Option<RunRecord>>> = Arc::default();
+        let slot = out.clone();
+        self.write(Box::new(move |conn| {
+            let (run, admission, slot) = (run.clone(), admission.clone(), slot.clone());
+            Box::pin(async move {
+                let record = admit_in(conn, backend, &run, &admission).await?;
+                let n = u64::from(record.is_some());
+                if let Ok(mut s) = slot.lock() {
+                    *s = record;
+                }
+                Ok(n)
+            })
+        }))
+        .await?;
+        Ok(out.lock().ok().and_then(|mut s| s.take()))
+    }
+
+    /// Store one alert of a notification and record the runs it starts, in one transaction.
+    ///
+    /// A firing alert seen for the first time records `new_runs`; seen again (Alertmanager
+    /// resends, HA duplicates) it records only `repeat_runs` (triggers with `repeat = true`).
+    /// A firing notification for an episode already resolved is stale and records nothing.
+    /// A resolved alert marks the episode resolved and cancels its runs still queued.
+    pub async fn ingest_alert(
+        &self,
+        alert: AlertRecord,
+        new_runs: Vec<(RunRecord, Admission)>,
+        repeat_runs: Vec<(RunRecord, Admission)>,
+    ) -> anyhow::Result<AlertOutcome> {
+        let backend = self.backend();
+        let out: Arc<Mutex<AlertOutcome>> = Arc::default();
+        let slot = out.clone();
+        self.write(Box::new(move |conn| {
+            let (alert, new_runs, repeat_runs, slot) = (
+                alert.clone(),
+                new_runs.clone(),
+                repeat_runs.clone(),
+                slot.clone(),
+            );
+            Box::pin(async move {
+                let outcome = ingest_in(conn, backend, &alert, &new_runs, &repeat_runs).await?;
+                if let Ok(mut s) = slot.lock() {
+                    *s = outcome;
+                }
+                Ok(1)
+            })
+        }))
+        .await?;
+        Ok(out
+            .lock()
+            .map(|mut s| std::mem::take(&mut *s))
+            .unwrap_or_default())
+    }
+
+    /// Claim up to `max` queued runs for `node`: the oldest that the start rules allow
+    /// (concurrency per runbook, per-target locks), moved to `running` with a lease.
+    pub async fn claim(
+        &self,
+        node: &str,
+        max: usize,
+        lease_ms: i64,
+    ) -> anyhow::Result<Vec<RunRecord>> {
+        let backend = self.backend();
+        let node = node.to_string();
+        let ids: Arc<Mutex<Vec<String>>> = Arc::default();
+        let slot = ids.clone();
+        self.write(Box::new(move |conn| {
+            let (node, slot) = (node.clone(), slot.clone());
+            Box::pin(async move {
+                let claimed = claim_in(conn, backend, &node, max, lease_ms).await?;
+                let n = claimed.len() as u64;
+                if let Ok(mut s) = slot.lock() {
+                    *s = claimed;
+                }
+                Ok(n)
+            })
+        }))
+        .await?;
+        let ids = ids
+            .lock()
+            .map(|mut s| std::mem::take(&mut *s))
+            .unwrap_or_default();
+        let mut runs = Vec::with_capacity(ids.len());
+        for id in ids {
+            runs.push(self.get_run(&id).await.map_err(anyhow::Error::from)?);
+        }
+        Ok(runs)
+    }
+
+    /// Put runs left `running` (by a crash, or by this node's shutdown) back in the queue so
+    /// they run again; `node` limits it to one node's runs. Returns how many.
+    pub async fn requeue_interrupted(
+        &self,
+        node: Option<&str>,
+        reason: &str,
+    ) -> anyhow::Result<u64> {
+        let (node, reason) = (node.map(str::to_string), reason.to_string());
+        self.write(Box::new(move |conn| {
+            let (node, reason) = (node.clone(), reason.clone());
+            Box::pin(async move {
+                let q = match &node {
+                    Some(_) => "UPDATE runs SET status = 'queued', reason = $1, node = NULL, lease_until = NULL \
+                                WHERE status = 'running' AND node = $2",
+                    None => "UPDATE runs SET status = 'queued', reason = $1, node = NULL, lease_until = NULL \
+                             WHERE status = 'running'",
+                };
+                let mut query = sqlx::query(q).bind(reason);
+                if let Some(n) = node {
+                    query = query.bind(n);
+                }
+                query.execute(conn).await.map(|r| r.rows_affected())
+            })
+        }))
+        .await
+    }
+
+    /// Put one running run back in the queue (this node is shutting down), to run again.
+    pub async fn requeue_run(&self, id: &str, reason: &str) -> anyhow::Result<()> {
+        let (id, reason) = (id.to_string(), reason.to_string());
+        self.write(Box::new(move |conn| {
+            let (id, reason) = (id.clone(), reason.clone());
+            Box::pin(async move {
+                sqlx::query(
+                    "UPDATE runs SET status = 'queued', reason = $1, node = NULL, lease_until = NULL \
+                     WHERE id = $2 AND status = 'running'",
+                )
+                .bind(reason)
+                .bind(id)
+                .execute(conn)
+                .await
+                .map(|r| r.rows_affected())
+            })
+        }))
+        .await?;
+        Ok(())
+    }
+
+    /// After a run ends: count consecutive failures of its runbook and open the breaker at
+    /// `threshold`; a success closes the count.
+    pub async fn record_outcome(
+        &self,
+        runbook: &str,
+        status: RunStatus,
+        threshold: Option<u32>,
+    ) -> anyhow::Result<()> {
+        let failed = matches!(
+            status,
+            RunStatus::Failed | RunStatus::Errored | RunStatus::TimedOut
+        );
+        if !failed && status != RunStatus::Succeeded {
+            return Ok(());
+        }
+        let runbook = runbook.to_string();
+        self.write(Box::new(move |conn| {
+            let runbook = runbook.clone();
+            Box::pin(async move {
+                let now = now_ms();
+                sqlx::query(
+                    "INSERT INTO runbook_state (runbook, consecutive_failures) VALUES ($1, 0) \
+                     ON CONFLICT (runbook) DO NOTHING",
+                )
+                .bind(runbook.clone())
+                .execute(&mut *conn)
+                .await?;
+                if !failed {
+                    return sqlx::query("UPDATE runbook_state SET consecutive_failures = 0 WHERE runbook = $1")
+                        .bind(runbook)
+                        .execute(&mut *conn)
+                        .await
+                        .map(|r| r.rows_affected());
+                }
+                sqlx::query(
+                    "UPDATE runbook_state SET consecutive_failures = consecutive_failures + 1 WHERE runbook = $1",
+                )
+                .bind(runbook.clone())
+                .execute(&mut *conn)
+                .await?;
+                let Some(threshold) = threshold else { return Ok(1) };
+                sqlx::query(
+                    "UPDATE runbook_state SET breaker_open_since = $1, \
+                     breaker_reason = 'consecutive failures reached the breaker threshold' \
+                     WHERE runbook = $2 AND consecutive_failures >= $3 AND breaker_open_since IS NULL",
+                )
+                .bind(now)
+                .bind(runbook)
+                .bind(i64::from(threshold))
+                .execute(&mut *conn)
+                .await
+                .map(|r| r.rows_affected())
+            })
+        }))
+        .await?;
+        Ok(())
+    }
+
+    /// Close a runbook's breaker and clear its failure count. True if it was open.
+    pub async fn reset_breaker(&self, runbook: &str) -> anyhow::Result<bool> {
+        let runbook = runbook.to_string();
+        let n = self
+            .write(Box::new(move |conn| {
+                let runbook = runbook.clone();
+                Box::pin(async move {
+                    sqlx::query(
+                        "UPDATE runbook_state SET consecutive_failures = 0, breaker_open_since = NULL, \
+                         breaker_reason = NULL WHERE runbook = $1 AND breaker_open_since IS NOT NULL",
+                    )
+                    .bind(runbook)
+                    .execute(conn)
+                    .await
+                    .map(|r| r.rows_affected())
+                })
+            }))
+            .await?;
+        Ok(n > 0)
+    }
+
+    /// Breaker state of every runbook that has one: (runbook, consecutive failures, open since).
+    pub async fn breakers(&self) -> anyhow::Result<Vec<(String, i64, Option<i64>)>> {
+        let rows = sqlx::query(
+            "SELECT runbook, consecutive_failures, breaker_open_since FROM runbook_state ORDER BY runbook",
+        )
+        .fetch_all(&self.inner.read)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect()
+    }
+
+    /// Pause every runbook (new triggered runs are recorded as skipped) with a reason, or
+    /// resume with `None`.
+    pub async fn set_paused(&self, reason: Option<&str>) -> anyhow::Result<()> {
+        let reason = reason.map(str::to_string);
+        self.write(Box::new(move |conn| {
+            let reason = reason.clone();
+            Box::pin(async move {
+                match reason {
+                    Some(r) => sqlx::query(
+                        "INSERT INTO settings (name, value, updated_at) VALUES ('paused', $1, $2) \
+                         ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                    )
+                    .bind(r)
+                    .bind(now_ms())
+                    .execute(conn)
+                    .await
+                    .map(|r| r.rows_affected()),
+                    None => sqlx::query("DELETE FROM settings WHERE name = 'paused'")
+                        .execute(conn)
+                        .await
+                        .map(|r| r.rows_affected()),
+                }
+            })
+        }))
+        .await?;
+        Ok(())
+    }
+
+    /// Why runloom is paused, if it is.
+    pub async fn paused(&self) -> anyhow::Result<Option<String>> {
+        let row = sqlx::query("SELECT value FROM settings WHERE name = 'paused'")
+            .fetch_optional(&self.inner.read)
+            .await?;
+        Ok(row.map(|r| r.try_get(0)).transpose()?)
+    }
+
+    /// Queued and running runs of one trigger of a runbook.
+    pub async fn active_runs(&self, runbook: &str, trigger_id: &str) -> anyhow::Result<(i64, i64)> {
+        let rows = sqlx::query(
+            "SELECT status, COUNT(*) FROM runs WHERE runbook = $1 AND trigger_id = $2 \
+             AND status IN ('queued', 'running') GROUP BY status",
+        )
+        .bind(runbook.to_string())
+        .bind(trigger_id.to_string())
+        .fetch_all(&self.inner.read)
+        .await?;
+        let mut out = (0, 0);
+        for r in rows {
+            let status: String = r.try_get(0)?;
+            let n: i64 = r.try_get(1)?;
+            if status == "queued" {
+                out.0 = n;
+            } else {
+                out.1 = n;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The latest tick recorded for a cron trigger (Unix ms), by any node.
+    pub async fn last_scheduled(
+        &self,
+        runbook: &str,
+        trigger_id: &str,
+    ) -> anyhow::Result<Option<i64>> {
+        let row = sqlx::query(
+            "SELECT MAX(scheduled_at) FROM runs WHERE runbook = $1 AND trigger_id = $2",
+        )
+        .bind(runbook.to_string())
+        .bind(trigger_id.to_string())
+        .fetch_one(&self.inner.read)
+        .await?;
+        Ok(row.try_get(0)?)
+    }
+
+    /// Runs waiting in the queue.
+    pub async fn queue_depth(&self) -> anyhow::Result<i64> {
+        let row = sqlx::query("SELECT COUNT(*) FROM runs WHERE status = 'queued'")
+            .fetch_one(&self.inner.read)
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+
+    /// An alert episode, by fingerprint and start.
+    pub async fn alert(
+        &self,
+        fingerprint: &str,
+        starts_at: &str,
+    ) -> anyhow::Result<Option<(String, i64)>> {
+        let row = sqlx::query(
+            "SELECT status, notifications FROM alerts WHERE fingerprint = $1 AND starts_at = $2",
+        )
+        .bind(fingerprint.to_string())
+        .bind(starts_at.to_string())
+        .fetch_optional(&self.inner.read)
+        .await?;
+        Ok(row
+            .map(|r| Ok::<_, sqlx::Error>((r.try_get(0)?, r.try_get(1)?)))
+            .transpose()?)
+    }
+}
+
+async fn ingest_in(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    alert: &AlertRecord,
+    new_runs: &[(RunRecord, Admission)],
+    repeat_runs: &[(RunRecord, Admission)],
+) -> Result<AlertOutcome, sqlx::Error> {
+    let now = now_ms();
+    let existing =
+        sqlx::query("SELECT status FROM alerts WHERE fingerprint = $1 AND starts_at = $2")
+            .bind(alert.fingerprint.clone())
+            .bind(alert.starts_at.clone())
+            .fetch_optional(&mut *conn)
+            .await?
+            .map(|r| r.try_get::<String, _>(0))
+            .transpose()?;
+    let mut outcome = AlertOutcome::default();
+    let firing = alert.status == "firing";
+    let runs: &[(RunRecord, Admission)] = match (firing, existing.as_deref()) {
+        (true, None) => {
+            sqlx::query(
+                "INSERT INTO alerts (fingerprint, starts_at, status, labels, annotations, ends_at, generator_url, \
+                 receiver, group_key, first_seen, last_seen) VALUES ($1, $2, 'firing', $3, $4, $5, $6, $7, $8, $9, $10)",
+            )
+            .bind(alert.fingerprint.clone())
+            .bind(alert.starts_at.clone())
+            .bind(alert.labels.to_string())
+            .bind(alert.annotations.to_string())
+            .bind(alert.ends_at.clone())
+            .bind(alert.generator_url.clone())
+            .bind(alert.receiver.clone())
+            .bind(alert.group_key.clone())
+            .bind(now)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+            outcome.disposition = "new".into();
+            new_runs
+        }
+        (true, Some("firing")) => {
+            touch(conn, alert, now).await?;
+            outcome.disposition = "duplicate".into();
+            repeat_runs
+        }
+        (true, Some(_)) => {
+            touch(conn, alert, now).await?;
+            outcome.disposition = "stale".into();
+            &[]
+        }
+        (false, existing) => {
+            if existing.is_none() {
+                sqlx::query(
+                    "INSERT INTO alerts (fingerprint, starts_at, status, labels, annotations, ends_at, generator_url, \
+                     receiver, group_key, first_seen, last_seen, resolved_at) \
+                     VALUES ($1, $2, 'resolved', $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                )
+                .bind(alert.fingerprint.clone())
+                .bind(alert.starts_at.clone())
+                .bind(alert.labels.to_string())
+                .bind(alert.annotations.to_string())
+                .bind(alert.ends_at.clone())
+                .bind(alert.generator_url.clone())
+                .bind(alert.receiver.clone())
+                .bind(alert.group_key.clone())
+                .bind(now)
+                .bind(now)
+                .bind(now)
+                .execute(&mut *conn)
+                .await?;
+                outcome.disposition = "unknown-resolved".into();
+            } else {
+                sqlx::query(
+                    "UPDATE alerts SET status = 'resolved', ends_at = $1, resolved_at = COALESCE(resolved_at, $2), \
+                     last_seen = $3, notifications = notifications + 1 WHERE fingerprint = $4 AND starts_at = $5",
+                )
+                .bind(alert.ends_at.clone())
+                .bind(now)
+                .bind(now)
+                .bind(alert.fingerprint.clone())
+                .bind(alert.starts_at.clone())
+                .execute(&mut *conn)
+                .await?;
+                outcome.disposition = "resolved".into();
+            }
+            outcome.cancelled = sqlx::query(
+                "UPDATE runs SET status = 'cancelled', reason = 'the alert resolved before the run started', \
+                 error_kind = 'resolved', ended_at = $1 WHERE alert_key = $2 AND status = 'queued'",
+            )
+            .bind(now)
+            .bind(alert.key())
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+            &[]
+        }
+    };
+    for (run, admission) in runs {
+        if let Some(record) = admit_in(conn, backend, run, admission).await? {
+            outcome.runs.push(record);
+        }
+    }
+    Ok(outcome)
+}
+
+async fn touch(conn: &mut AnyConnection, alert: &AlertRecord, now: i64) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE alerts SET last_seen = $1, notifications = notifications + 1 WHERE fingerprint = $2 AND starts_at = $3",
+    )
+    .bind(now)
+    .bind(alert.fingerprint.clone())
+    .bind(alert.starts_at.clone())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+async fn claim_in(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    node: &str,
+    max: usize,
+    lease_ms: i64,
+) -> Result<Vec<String>, sqlx::Error> {
+    if backend == Backend::Postgres {
+        // One claimer at a time cluster-wide, so concurrency limits and locks hold across
+        // nodes; claims are short and batched.
+        sqlx::query("SELECT pg_advisory_xact_lock(7368010)")
+            .execute(&mut *conn)
+            .await?;
+    }
+    let waiting: Vec<Waiting> = sqlx::query(
+        "SELECT id, runbook, lock_key, max_concurrency FROM runs WHERE status = 'queued' ORDER BY id LIMIT 1000",
+    )
+    .fetch_all(&mut *conn)
+    .await?
+    .iter()
+    .map(|r| {
+        Ok(Waiting {
+            id: r.try_get(0)?,
+            runbook: r.try_get(1)?,
+            lock_key: r.try_get(2)?,
+            max_concurrency: r.try_get(3)?,
+        })
+    })
+    .collect::<Result<_, sqlx::Error>>()?;
+    if waiting.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut running: HashMap<String, i64> = HashMap::new();
+    for r in
+        sqlx::query("SELECT runbook, COUNT(*) FROM runs WHERE status = 'running' GROUP BY runbook")
+            .fetch_all(&mut *conn)
+            .await?
+    {
+        running.insert(r.try_get(0)?, r.try_get(1)?);
+    }
+    let mut held: HashSet<(String, String)> = HashSet::new();
+    for r in sqlx::query(
+        "SELECT runbook, lock_key FROM runs WHERE status = 'running' AND lock_key IS NOT NULL",
+    )
+    .fetch_all(&mut *conn)
+    .await?
+    {
+        held.insert((r.try_get(0)?, r.try_get(1)?));
+    }
+    let ids = safety::startable(&waiting, &running, &held, max);
+    let now = now_ms();
+    let mut claimed = Vec::with_capacity(ids.len());
+    for id in ids {
+        let n = sqlx::query(
+            "UPDATE runs SET status = 'running', started_at = $1, attempt = attempt + 1, node = $2, \
+             lease_until = $3, fence = fence + 1 WHERE id = $4 AND status = 'queued'",
+        )
+        .bind(now)
+        .bind(node.to_string())
+        .bind(now + lease_ms)
+        .bind(id.clone())
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+        if n == 1 {
+            claimed.push(id);
+        }
+    }
+    Ok(claimed)
+}
