@@ -17,6 +17,7 @@ mod host_capabilities;
 mod host_check;
 mod hostile;
 mod http_check;
+mod node;
 mod notify;
 mod patch;
 mod plugin_host;

@@ -175,3 +175,79 @@ impl Drop for Harness {
 }
 
 static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// A scratch directory for a node: `runloom.toml` (with `extra` appended; `{dir}` replaced),
+/// `runbooks/<name>/{runbook.toml,main.rhai}`, and `fixtures` copied into the plugin directory.
+pub(crate) fn node_dir(extra: &str, runbooks: &[(&str, &str, &str)], fixtures: &[&str]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "runloom-node-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("data/plugins")).unwrap();
+    for f in fixtures {
+        std::fs::copy(
+            fixture_path(f),
+            dir.join("data/plugins").join(format!("{f}.wasm")),
+        )
+        .unwrap();
+    }
+    for (name, toml, rhai) in runbooks {
+        let rb = dir.join("runbooks").join(name);
+        std::fs::create_dir_all(&rb).unwrap();
+        std::fs::write(rb.join("runbook.toml"), toml).unwrap();
+        std::fs::write(rb.join("main.rhai"), rhai).unwrap();
+    }
+    let text = format!(
+        "version = 1\ndata_dir = \"data\"\nrunbook_dir = \"runbooks\"\n{}",
+        extra.replace("{dir}", &dir.display().to_string())
+    );
+    std::fs::write(dir.join("runloom.toml"), text).unwrap();
+    // Share compiled plugins with the rest of the suite.
+    let _ = std::os::unix::fs::symlink(cache_dir(), dir.join("data/cache"));
+    dir
+}
+
+/// Start a node on `dir` (see [`node_dir`]) with `workers` workers and no scheduler.
+pub(crate) async fn start_node(
+    dir: &std::path::Path,
+    workers: usize,
+    grace: std::time::Duration,
+) -> std::sync::Arc<runloom::node::Node> {
+    let config = runloom::config::Config::load(Some(&dir.join("runloom.toml"))).unwrap();
+    let options = runloom::node::NodeOptions {
+        name: "test-node".into(),
+        workers,
+        poll: std::time::Duration::from_millis(50),
+        shutdown_grace: grace,
+        schedule: false,
+        ..runloom::node::NodeOptions::default()
+    };
+    let node = runloom::node::Node::start(config, options).await.unwrap();
+    assert!(
+        node.catalog.errors().is_empty(),
+        "{:?}",
+        node.catalog.errors()
+    );
+    node
+}
+
+/// Poll `check` every 20 ms until it returns `Some`, for at most `limit`.
+pub(crate) async fn wait_for<T, F, Fut>(limit: std::time::Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "condition not met within {limit:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
