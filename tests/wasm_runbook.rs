@@ -133,6 +133,10 @@ impl RunApi for TestApi {
         ))
     }
 
+    async fn history(&self, _limit: u32) -> Result<Vec<serde_json::Value>, StepError> {
+        Ok(Vec::new())
+    }
+
     fn parameters(&self) -> Map<String, Value> {
         self.params.clone()
     }

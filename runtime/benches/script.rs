@@ -66,6 +66,10 @@ impl RunApi for TrivialApi {
             format!("{name} is not granted"),
         ))
     }
+    async fn history(&self, _limit: u32) -> Result<Vec<Value>, StepError> {
+        Ok(Vec::new())
+    }
+
     fn parameters(&self) -> Map<String, Value> {
         self.parameters.clone()
     }

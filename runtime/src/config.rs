@@ -10,6 +10,7 @@ use crate::grant::{CommandGrant, DirGrant, Grants, HostPattern, SystemFact};
 use crate::plugin::Limits;
 use serde::Deserialize;
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -43,6 +44,28 @@ pub struct ConfigFile {
     /// Where each secret's value comes from, by secret name: `[secrets.slack-webhook]`.
     #[serde(default)]
     pub secrets: BTreeMap<String, SecretFile>,
+    /// `runloom serve`: where it listens and how it works.
+    #[serde(default)]
+    pub server: ServerFile,
+}
+
+/// `[server]` as written; each field is optional.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerFile {
+    /// Address the HTTP API listens on, e.g. `"127.0.0.1:8080"` (the default). Anything but a
+    /// loopback address needs an API token in the store first (`runloom token create`).
+    pub listen: Option<String>,
+    /// Runs executing at once on this node. Default `16`.
+    pub workers: Option<usize>,
+    /// How long a graceful shutdown lets running runs finish before putting them back in the
+    /// queue, e.g. `"30s"` (the default).
+    pub shutdown_grace: Option<String>,
+    /// Largest request body the API accepts, e.g. `"1MiB"` (the default).
+    pub max_body: Option<String>,
+    /// How long the API may take to answer a request before it answers 503, e.g. `"30s"` (the
+    /// default). Following a run's log is not limited once the stream has started.
+    pub request_timeout: Option<String>,
 }
 
 /// `[store]` as written.
@@ -155,6 +178,33 @@ pub struct PluginSettings {
     pub limits: Limits,
 }
 
+/// `[server]`, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Address the HTTP API listens on.
+    pub listen: SocketAddr,
+    /// Runs executing at once.
+    pub workers: usize,
+    /// Grace period of a graceful shutdown.
+    pub shutdown_grace: Duration,
+    /// Largest request body, in bytes.
+    pub max_body: usize,
+    /// Longest time to answer a request.
+    pub request_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            workers: 16,
+            shutdown_grace: Duration::from_secs(30),
+            max_body: 1 << 20,
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
 /// The resolved configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -176,6 +226,8 @@ pub struct Config {
     pub plugins: BTreeMap<String, PluginSettings>,
     /// Secret sources, by secret name.
     pub secrets: BTreeMap<String, SecretRef>,
+    /// `runloom serve` settings.
+    pub server: ServerConfig,
 }
 
 impl Default for Config {
@@ -191,6 +243,7 @@ impl Default for Config {
             limits: Limits::default(),
             plugins: BTreeMap::new(),
             secrets: BTreeMap::new(),
+            server: ServerConfig::default(),
         }
     }
 }
@@ -256,6 +309,7 @@ impl Config {
         };
         let limits = resolve_limits(&raw.limits, Limits::default())
             .map_err(|m| error(format!("[limits]: {m}")))?;
+        let server = resolve_server(&raw.server).map_err(|m| error(format!("[server]: {m}")))?;
 
         let mut secrets = BTreeMap::new();
         for (name, s) in raw.secrets {
@@ -311,6 +365,7 @@ impl Config {
             limits,
             plugins,
             secrets,
+            server,
         })
     }
 
@@ -350,6 +405,55 @@ fn resolve_limits(file: &LimitsFile, base: Limits) -> Result<Limits, String> {
                 .map_err(|_| "`output`: too large".to_string())?,
             None => base.output,
         },
+    })
+}
+
+fn resolve_server(file: &ServerFile) -> Result<ServerConfig, String> {
+    let defaults = ServerConfig::default();
+    let duration = |field: &str, value: &Option<String>, default: Duration| match value {
+        Some(t) => parse_duration(t).map_err(|e| format!("`{field}`: {e}")),
+        None => Ok(default),
+    };
+    Ok(ServerConfig {
+        listen: match &file.listen {
+            Some(l) => parse_listen(l).map_err(|e| format!("`listen`: {e}"))?,
+            None => defaults.listen,
+        },
+        workers: match file.workers {
+            Some(0) => return Err("`workers`: must be at least 1".into()),
+            Some(n) => n,
+            None => defaults.workers,
+        },
+        shutdown_grace: duration(
+            "shutdown_grace",
+            &file.shutdown_grace,
+            defaults.shutdown_grace,
+        )?,
+        max_body: match &file.max_body {
+            Some(m) => usize::try_from(parse_size(m).map_err(|e| format!("`max_body`: {e}"))?)
+                .map_err(|_| "`max_body`: too large".to_string())?,
+            None => defaults.max_body,
+        },
+        request_timeout: duration(
+            "request_timeout",
+            &file.request_timeout,
+            defaults.request_timeout,
+        )?,
+    })
+}
+
+/// Parse a listen address: `127.0.0.1:8080`, `[::1]:8080`, `0.0.0.0:8080`, or
+/// `localhost:8080` (read as `127.0.0.1`, so it never depends on name resolution).
+pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    let t = s.trim();
+    if let Some(port) = t.strip_prefix("localhost:") {
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("`{s}`: `{port}` is not a port number"))?;
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    t.parse().map_err(|_| {
+        format!("`{s}` is not an address; write e.g. `127.0.0.1:8080` or `[::1]:8080`")
     })
 }
 
@@ -476,6 +580,48 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("invalid host grant `example.org`"), "{err}");
+    }
+
+    #[test]
+    fn the_server_table_resolves_with_defaults_and_names_bad_fields() {
+        let c = parse("version = 1\n").unwrap();
+        assert_eq!(c.server, ServerConfig::default());
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.server.max_body, 1 << 20);
+        let c = parse(
+            "version = 1\n[server]\nlisten = \"0.0.0.0:9000\"\nworkers = 4\nshutdown_grace = \"5s\"\nmax_body = \"64KiB\"\nrequest_timeout = \"2s\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.server.listen.to_string(), "0.0.0.0:9000");
+        assert_eq!(c.server.workers, 4);
+        assert_eq!(c.server.shutdown_grace, Duration::from_secs(5));
+        assert_eq!(c.server.max_body, 64 << 10);
+        assert_eq!(c.server.request_timeout, Duration::from_secs(2));
+        assert_eq!(
+            parse_listen("localhost:81").unwrap().to_string(),
+            "127.0.0.1:81"
+        );
+        for (text, message) in [
+            (
+                "listen = \"example.org\"",
+                "[server]: `listen`: `example.org` is not an address",
+            ),
+            ("workers = 0", "[server]: `workers`: must be at least 1"),
+            (
+                "max_body = \"lots\"",
+                "[server]: `max_body`: `lots` is not a size",
+            ),
+            (
+                "shutdown_grace = \"soon\"",
+                "[server]: `shutdown_grace`: `soon` is not a duration",
+            ),
+            ("listn = \"x\"", "unknown field `listn`"),
+        ] {
+            let err = parse(&format!("version = 1\n[server]\n{text}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(message), "{text}: {err}");
+        }
     }
 
     #[test]

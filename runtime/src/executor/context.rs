@@ -564,6 +564,33 @@ impl RunApi for RunContext {
         }
     }
 
+    async fn history(&self, limit: u32) -> Result<Vec<Value>, StepError> {
+        let filter = crate::store::RunFilter {
+            runbook: Some(self.runbook.runbook.name.clone()),
+            status: Some(crate::run::RunStatus::Succeeded),
+            limit: limit.min(10_000),
+        };
+        let runs = self.exec.store.list_runs(&filter).await.map_err(|e| {
+            StepError::new(
+                "engine",
+                "engine",
+                format!("cannot read the run history: {e}"),
+            )
+        })?;
+        Ok(runs
+            .into_iter()
+            .filter(|r| r.id != self.run_id)
+            .map(|r| {
+                serde_json::json!({
+                    "id": r.id,
+                    "started_at": r.started_at,
+                    "params": r.params,
+                    "output": r.output,
+                })
+            })
+            .collect())
+    }
+
     fn parameters(&self) -> Map<String, Value> {
         self.params.clone()
     }

@@ -110,6 +110,11 @@ pub trait RunApi: Send + Sync {
     /// `{"kind": "webhook", "name": …, "body": …}`.
     fn trigger(&self) -> Value;
 
+    /// Earlier succeeded runs of this runbook, newest first, at most `limit`: each as
+    /// `{"id", "started_at" (Unix ms), "params", "output"}` (outputs masked as stored). This is
+    /// a runbook's own history — what trend reports read.
+    async fn history(&self, limit: u32) -> Result<Vec<Value>, StepError>;
+
     /// Whether the run has been cancelled (checked often by long computations).
     fn is_cancelled(&self) -> bool;
 

@@ -316,6 +316,7 @@ pub(super) fn module() -> Shared<Module> {
         sleep(&ctx, &Dynamic::from(s))
     });
     register("secret").set_into_module(&mut module, secret);
+    register("history").set_into_module(&mut module, history);
     register("fail").set_into_module(&mut module, fail);
 
     register("log").set_into_module(&mut module, log_at(Level::Info));
@@ -371,6 +372,15 @@ fn sleep(ctx: &NativeCallContext, duration: &Dynamic) -> HostResult<()> {
 fn secret(ctx: NativeCallContext, name: ImmutableString) -> HostResult<String> {
     let run = run_of(ctx.tag())?;
     run.api.secret(&name).map_err(|e| throw(&e))
+}
+
+fn history(ctx: NativeCallContext, limit: INT) -> HostResult<Dynamic> {
+    let run = run_of(ctx.tag())?;
+    let limit = u32::try_from(limit.max(0)).unwrap_or(u32::MAX);
+    let runs = run
+        .block_on(run.api.history(limit))
+        .map_err(|e| throw(&e))?;
+    value::from_json(serde_json::Value::Array(runs)).map_err(|e| misuse(format!("history: {e}")))
 }
 
 fn fail(ctx: NativeCallContext, reason: Dynamic) -> HostResult<()> {

@@ -28,6 +28,7 @@
 //! | `step(name, \|\| { … })` | Runs the closure as a named step grouping the calls inside it; returns the closure's value; if the closure throws, the step is recorded as failed and the error is re-thrown. |
 //! | `sleep(duration)` | Waits `"30s"`, `"5m"`, … or a number of seconds; counts toward the run's timeout and ends early when the run is cancelled. |
 //! | `secret(name)` | The value of a secret granted to the runbook (masked in every log and record). |
+//! | `history(n)` | Up to `n` earlier succeeded runs of this runbook, newest first: `#{ id, started_at, params, output }`. |
 //! | `fail(reason)` | Ends the run as failed with `reason`; cannot be caught. |
 //! | `log(msg)`, `info(msg)` | Writes `msg` to the run log at info level; `print(msg)` does the same. |
 //! | `debug(msg)`, `warn(msg)`, `error(msg)` | Writes `msg` to the run log at that level. |

@@ -141,6 +141,12 @@ impl RunApi for FakeApi {
         })
     }
 
+    async fn history(&self, limit: u32) -> Result<Vec<Value>, StepError> {
+        Ok((1..=limit.min(2))
+            .map(|i| json!({"id": format!("r{i}"), "output": {"used": i}}))
+            .collect())
+    }
+
     fn parameters(&self) -> Map<String, Value> {
         self.parameters.clone()
     }
@@ -915,4 +921,12 @@ async fn one_compiled_script_serves_concurrent_runs() {
     for (n, run) in runs.collect::<Vec<_>>().into_iter().enumerate() {
         assert_eq!(run.await.unwrap(), Ok(json!(n)));
     }
+}
+
+#[tokio::test]
+async fn history_returns_earlier_outputs_as_maps() {
+    let out = run_alone("let h = history(5); [h.len(), h[0].output.used, h[1].id]")
+        .await
+        .unwrap();
+    assert_eq!(out, json!([2, 1, "r2"]));
 }

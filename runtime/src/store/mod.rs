@@ -14,9 +14,11 @@
 //! Invariant: other modules see plain Rust types ([`crate::run`]), never rows or SQL.
 
 mod server;
+mod tokens;
 mod writer;
 
 pub use server::{Admission, AlertOutcome, AlertRecord, PlannedRuns};
+pub use tokens::{NewToken, TOKEN_PREFIX, TokenRecord};
 
 use crate::run::{LogRecord, RunRecord, RunStatus, StepRecord, StepStatus};
 use anyhow::Context;
