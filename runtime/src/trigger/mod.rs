@@ -5,3 +5,4 @@
 //! Invariant: triggers create runs, never run steps, and never write to the store directly.
 
 pub mod alert;
+pub mod cron;
