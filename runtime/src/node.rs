@@ -37,7 +37,9 @@ pub struct NodeOptions {
     pub workers: usize,
     /// How often idle workers look for queued runs when nothing woke them.
     pub poll: Duration,
-    /// How long a claim is valid before another node may take the run over.
+    /// How long a claim is valid before another node may take the run over; renewed every
+    /// quarter of it while the run goes on. On PostgreSQL a crashed node's runs are back in
+    /// the queue within this time plus one renewal period.
     pub lease: Duration,
     /// How long a graceful shutdown waits for running runs before requeueing them.
     pub shutdown_grace: Duration,
@@ -51,20 +53,22 @@ impl Default for NodeOptions {
             name: default_node_name(),
             workers: 16,
             poll: Duration::from_millis(500),
-            lease: Duration::from_secs(30),
+            lease: Duration::from_secs(8),
             shutdown_grace: Duration::from_secs(30),
             schedule: true,
         }
     }
 }
 
-/// `hostname` of this machine, or `runloom` when it has none.
+/// `hostname` of this machine (or `runloom`) and a random suffix: node names must be unique
+/// among the nodes sharing a store, since a node renews the leases of runs held in its name.
 pub fn default_node_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "runloom".into())
+        .unwrap_or_else(|| "runloom".into());
+    format!("{host}-{:04x}", rand::random::<u16>())
 }
 
 /// Why a request to the node was refused.
@@ -73,6 +77,9 @@ pub enum NodeError {
     /// No runbook of that name.
     #[error("no runbook `{0}`")]
     UnknownRunbook(String),
+    /// No runbook has a webhook trigger of that name.
+    #[error("no runbook has a webhook trigger named `{0}`")]
+    UnknownWebhook(String),
     /// The request does not fit the runbook (parameters), or the body is malformed.
     #[error("{0}")]
     BadRequest(String),
@@ -194,6 +201,8 @@ impl Node {
                 .requeue_interrupted(None, "interrupted by a restart; it will run again")
                 .await?
         } else {
+            // Runs held in this node's name are from an earlier process of the same name; other
+            // nodes' runs come back when their leases lapse.
             store
                 .requeue_interrupted(
                     Some(&options.name),
@@ -221,6 +230,16 @@ impl Node {
             tasks: TaskTracker::new(),
         });
         tokio::spawn(node.clone().work());
+        tokio::spawn(node.clone().keep_leases());
+        let waker = Arc::downgrade(&node);
+        node.store.on_queue_hint(
+            move || {
+                if let Some(node) = waker.upgrade() {
+                    node.wake();
+                }
+            },
+            node.shutdown.clone(),
+        );
         Ok(node)
     }
 
@@ -283,6 +302,7 @@ impl Node {
     fn after_admit(&self, record: &RunRecord) {
         if record.status == RunStatus::Queued {
             self.wake();
+            self.store.hint_queued();
         } else {
             self.metrics
                 .run_finished(&record.runbook, record.status.as_str(), None);
@@ -386,9 +406,7 @@ impl Node {
             }
         }
         if !matched {
-            return Err(NodeError::UnknownRunbook(format!(
-                "(no runbook has a webhook trigger named `{name}`)"
-            )));
+            return Err(NodeError::UnknownWebhook(name.to_string()));
         }
         Ok(out)
     }
@@ -468,6 +486,60 @@ impl Node {
         });
     }
 
+    /// Renew the leases of the runs executing here every quarter lease, and stop those another
+    /// node took over (this node stalled past its lease); on PostgreSQL, also put back in the
+    /// queue the runs of nodes whose leases lapsed. Ends once shutdown has drained the runs.
+    async fn keep_leases(self: Arc<Self>) {
+        let lease = self.options.lease;
+        let every = (lease / 4).max(Duration::from_millis(50));
+        let shared = self.store.backend() == crate::store::Backend::Postgres;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                () = self.interrupt.cancelled() => return,
+            }
+            let mine: Vec<(String, CancellationToken)> = self
+                .running
+                .lock()
+                .map(|r| r.iter().map(|(id, t)| (id.clone(), t.clone())).collect())
+                .unwrap_or_default();
+            if mine.is_empty() && self.shutdown.is_cancelled() {
+                return;
+            }
+            let now = crate::run::now_ms();
+            let until = now + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+            let ids: Vec<String> = mine.iter().map(|(id, _)| id.clone()).collect();
+            match self.store.heartbeat(&self.options.name, &ids, until).await {
+                Ok(held) => {
+                    for (id, token) in &mine {
+                        if !held.contains(id) {
+                            // Ended meanwhile, or claimed elsewhere: either way, stop it here;
+                            // its writes are fenced off.
+                            token.cancel();
+                        }
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "renewing run leases failed"),
+            }
+            if shared && !self.shutdown.is_cancelled() {
+                match self.store.requeue_expired(now).await {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::warn!(
+                            runs = n,
+                            "requeued runs whose node stopped renewing its lease"
+                        );
+                        self.wake();
+                        self.store.hint_queued();
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "recovering runs with lapsed leases failed")
+                    }
+                }
+            }
+        }
+    }
+
     /// A claimed run whose runbook is no longer loaded: it ends `errored`, saying so.
     async fn finish_orphan(&self, run: &RunRecord) -> anyhow::Result<RunRecord> {
         let end = crate::store::RunEnd {
@@ -482,7 +554,7 @@ impl Node {
             blame: Some("engine".into()),
             ended_at: crate::run::now_ms(),
         };
-        self.store.finish_run(&end).await?;
+        self.store.finish_run(&end, run.fence).await?;
         Ok(self.store.get_run(&run.id).await?)
     }
 

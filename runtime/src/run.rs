@@ -171,6 +171,9 @@ pub struct RunRecord {
     pub scheduled_at: Option<i64>,
     /// The node that ran it.
     pub node: Option<String>,
+    /// Fencing token: raised by every claim, so only the latest claimant may record the
+    /// run's steps and result.
+    pub fence: i64,
 }
 
 impl RunRecord {
@@ -205,6 +208,7 @@ impl RunRecord {
             alert_key: None,
             scheduled_at: None,
             node: None,
+            fence: 0,
         }
     }
 
@@ -286,5 +290,14 @@ pub fn now_ms() -> i64 {
 
 /// A new sortable run id.
 pub fn new_id() -> String {
-    ulid::Ulid::new().to_string().to_ascii_lowercase()
+    // Monotonic within this process, so ids made in one millisecond still sort in the order
+    // they were made: the queue is claimed oldest id first.
+    static GENERATOR: std::sync::Mutex<Option<ulid::Generator>> = std::sync::Mutex::new(None);
+    let id = GENERATOR
+        .lock()
+        .ok()
+        .and_then(|mut g| g.get_or_insert_with(ulid::Generator::new).generate().ok());
+    id.unwrap_or_else(ulid::Ulid::new)
+        .to_string()
+        .to_ascii_lowercase()
 }

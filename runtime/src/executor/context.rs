@@ -45,6 +45,10 @@ pub(super) struct RunContext {
     /// `mutate` calls completed by earlier attempts of this run, by call index: replayed, not
     /// repeated, when the body makes the same call again.
     journal: std::collections::HashMap<i64, StepRecord>,
+    /// The run's fencing token from its claim: step writes carry it.
+    fence: i64,
+    /// Set when a step write was refused because another claim took the run over.
+    lost: std::sync::atomic::AtomicBool,
 }
 
 impl RunContext {
@@ -85,6 +89,8 @@ impl RunContext {
             log_seq: Arc::new(AtomicI64::new(0)),
             calls: AtomicI64::new(0),
             journal,
+            fence: run.fence,
+            lost: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -152,8 +158,27 @@ impl RunContext {
         for mut group in open {
             group.status = StepStatus::Interrupted;
             group.ended_at = Some(now_ms());
-            let _ = self.exec.store.finish_step(&group).await;
+            let _ = self
+                .exec
+                .store
+                .finish_step(&group, self.fence)
+                .await
+                .map(|held| self.still_held(held));
         }
+    }
+
+    /// After a fenced step write: `held` false means another claim took the run over (this
+    /// node's lease lapsed), so the body stops here and records nothing more.
+    fn still_held(&self, held: bool) {
+        if !held && !self.lost.swap(true, Ordering::SeqCst) {
+            tracing::warn!(run = %self.run_id, fence = self.fence, "the run was claimed by another node after this node's lease lapsed; stopping it here without recording more");
+            self.cancel.cancel();
+        }
+    }
+
+    /// Whether the run was taken over by another claim while it ran here.
+    pub(super) fn lost(&self) -> bool {
+        self.lost.load(Ordering::SeqCst)
     }
 
     /// Close open named steps, log the end, and say how the run ended.
@@ -232,7 +257,13 @@ impl RunContext {
                 step.blame = Some(e.blame.clone());
             }
         }
-        if let Err(e) = self.exec.store.finish_step(&step).await {
+        if let Err(e) = self
+            .exec
+            .store
+            .finish_step(&step, self.fence)
+            .await
+            .map(|held| self.still_held(held))
+        {
             tracing::error!(run = %self.run_id, error = %e, "cannot record a step");
         }
     }
@@ -282,7 +313,13 @@ impl RunApi for RunContext {
             step.plugin_hash = done.plugin_hash.clone();
             step.output = done.output.clone();
             step.ended_at = Some(now_ms());
-            if let Err(e) = self.exec.store.insert_step(&step).await {
+            if let Err(e) = self
+                .exec
+                .store
+                .insert_step(&step, self.fence)
+                .await
+                .map(|held| self.still_held(held))
+            {
                 return Err(StepError::new(
                     "engine",
                     "engine",
@@ -335,7 +372,12 @@ impl RunApi for RunContext {
         let (uses, loaded, kind) = match resolved {
             Ok(r) => r,
             Err(e) => {
-                let _ = self.exec.store.insert_step(&step).await;
+                let _ = self
+                    .exec
+                    .store
+                    .insert_step(&step, self.fence)
+                    .await
+                    .map(|held| self.still_held(held));
                 self.emit(Some(seq), "error", "engine", &e.message, Vec::new());
                 let result = Err(e);
                 self.record(step, &result, 0).await;
@@ -349,7 +391,13 @@ impl RunApi for RunContext {
             step.status = StepStatus::Planned;
             step.ended_at = Some(now_ms());
             step.attempts = 0;
-            if let Err(e) = self.exec.store.insert_step(&step).await {
+            if let Err(e) = self
+                .exec
+                .store
+                .insert_step(&step, self.fence)
+                .await
+                .map(|held| self.still_held(held))
+            {
                 return Err(StepError::new(
                     "engine",
                     "engine",
@@ -370,7 +418,13 @@ impl RunApi for RunContext {
                 "input": input,
             }));
         }
-        if let Err(e) = self.exec.store.insert_step(&step).await {
+        if let Err(e) = self
+            .exec
+            .store
+            .insert_step(&step, self.fence)
+            .await
+            .map(|held| self.still_held(held))
+        {
             return Err(StepError::new(
                 "engine",
                 "engine",
@@ -473,7 +527,13 @@ impl RunApi for RunContext {
             started_at: now_ms(),
             ended_at: None,
         };
-        if let Err(e) = self.exec.store.insert_step(&group).await {
+        if let Err(e) = self
+            .exec
+            .store
+            .insert_step(&group, self.fence)
+            .await
+            .map(|held| self.still_held(held))
+        {
             tracing::error!(run = %self.run_id, error = %e, "cannot record a step");
         }
         if let Ok(mut s) = self.steps.lock() {
@@ -518,7 +578,13 @@ impl RunApi for RunContext {
             &format!("step `{}` {word}", group.name),
             Vec::new(),
         );
-        if let Err(e) = self.exec.store.finish_step(&group).await {
+        if let Err(e) = self
+            .exec
+            .store
+            .finish_step(&group, self.fence)
+            .await
+            .map(|held| self.still_held(held))
+        {
             tracing::error!(run = %self.run_id, error = %e, "cannot record a step");
         }
     }

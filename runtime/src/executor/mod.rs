@@ -189,6 +189,7 @@ impl Executor {
             scheduled_at: request.schedule.map(|(_, at)| at),
             rules,
             skip: None,
+            overlap: cron_overlap(rb, record.trigger_id.as_deref()),
         };
         Ok((record, admission))
     }
@@ -215,6 +216,17 @@ impl Executor {
     ) -> Result<Option<RunRecord>, EnqueueError> {
         let (record, admission) = self.prepare_run(runbook, request)?;
         Ok(self.inner.store.admit(record, admission).await?)
+    }
+
+    /// Record a run prepared with [`Executor::prepare_run`] whose admission the trigger
+    /// adjusted (the scheduler records a missed cron tick as skipped). `None` when another
+    /// node already recorded this cron tick. Durable when this returns.
+    pub async fn admit_prepared(
+        &self,
+        record: RunRecord,
+        admission: Admission,
+    ) -> anyhow::Result<Option<RunRecord>> {
+        self.inner.store.admit(record, admission).await
     }
 
     /// Store one alert and record the runs it starts (see [`Store::ingest_alert`]).
@@ -334,12 +346,22 @@ impl Executor {
             );
             ctx.close_open_steps().await;
             store
-                .requeue_run(&run.id, "interrupted by a shutdown; it will run again")
+                .requeue_run(
+                    &run.id,
+                    run.fence,
+                    "interrupted by a shutdown; it will run again",
+                )
                 .await?;
             return Ok(store.get_run(&run.id).await?);
         }
+        if ctx.lost() {
+            return Ok(store.get_run(&run.id).await?);
+        }
         let end = ctx.finish(outcome).await;
-        store.finish_run(&end).await?;
+        if !store.finish_run(&end, run.fence).await? {
+            tracing::warn!(run = %run.id, fence = run.fence, status = end.status.as_str(), "result not recorded: another node claimed the run after this node's lease lapsed");
+            return Ok(store.get_run(&run.id).await?);
+        }
         store
             .record_outcome(&run.runbook, end.status, policy.breaker)
             .await?;
@@ -438,4 +460,16 @@ pub fn render_log(line: &LogRecord) -> String {
         "{time} {:<5} [{}{step}] {}{fields}",
         line.level, line.source, line.message
     )
+}
+
+/// The overlap policy of the cron trigger (`cron:N`) a run comes from.
+fn cron_overlap(
+    rb: &crate::runbook::Runbook,
+    trigger_id: Option<&str>,
+) -> Option<crate::runbook::Overlap> {
+    let index: usize = trigger_id?.strip_prefix("cron:")?.parse().ok()?;
+    match rb.triggers.get(index)? {
+        crate::runbook::Trigger::Cron(c) => Some(c.overlap),
+        _ => None,
+    }
 }

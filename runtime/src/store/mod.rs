@@ -13,6 +13,7 @@
 //!
 //! Invariant: other modules see plain Rust types ([`crate::run`]), never rows or SQL.
 
+mod notify;
 mod server;
 mod tokens;
 mod writer;
@@ -73,6 +74,10 @@ struct Inner {
     backend: Backend,
     read: AnyPool,
     writer: Writer,
+    /// Queue hints to other nodes (PostgreSQL only).
+    hinter: Option<notify::Hinter>,
+    /// The connection URL (with any password: never shown).
+    url: String,
 }
 
 /// Per-connection settings: on SQLite, WAL (readers never block the writer), the durability
@@ -163,6 +168,8 @@ impl Store {
         Ok(Store {
             inner: Arc::new(Inner {
                 backend,
+                hinter: notify::Hinter::start(backend, read.clone()),
+                url: url.clone(),
                 read,
                 writer,
             }),
@@ -234,34 +241,36 @@ impl Store {
         Ok(changed == 1)
     }
 
-    /// Record how a run ended. Durable when this returns.
-    pub async fn finish_run(&self, end: &RunEnd) -> anyhow::Result<()> {
+    /// Record how a run ended, if `fence` is still the run's fencing token and it is still
+    /// running: a node whose claim was taken over cannot overwrite the new claimant's result.
+    /// Returns whether it was recorded. Durable when this returns.
+    pub async fn finish_run(&self, end: &RunEnd, fence: i64) -> anyhow::Result<bool> {
         let e = end.clone();
-        self.write(Box::new(move |conn| {
-            let e = e.clone();
-            Box::pin(async move {
-                sqlx::query(
-                    "UPDATE runs SET status = $1, output = $2, reason = $3, error_kind = $4, blame = $5, \
-                     ended_at = $6 WHERE id = $7",
-                )
-                .bind(e.status.as_str())
-                .bind(e.output.map(|o| o.to_string()))
-                .bind(e.reason)
-                .bind(e.error_kind)
-                .bind(e.blame)
-                .bind(e.ended_at)
-                .bind(e.id)
-                .execute(conn)
-                .await
-                .map(|r| r.rows_affected())
-            })
-        }))
-        .await?;
-        Ok(())
+        let n = self
+            .write(Box::new(move |conn| {
+                let e = e.clone();
+                Box::pin(async move {
+                    sqlx::query(
+                        "UPDATE runs SET status = $1, output = $2, reason = $3, error_kind = $4, blame = $5, \
+                         ended_at = $6, lease_until = NULL WHERE id = $7 AND fence = $8 AND status = 'running'",
+                    )
+                    .bind(e.status.as_str())
+                    .bind(e.output.map(|o| o.to_string()))
+                    .bind(e.reason)
+                    .bind(e.error_kind)
+                    .bind(e.blame)
+                    .bind(e.ended_at)
+                    .bind(e.id)
+                    .bind(fence)
+                    .execute(conn)
+                    .await
+                    .map(|r| r.rows_affected())
+                })
+            }))
+            .await?;
+        Ok(n == 1)
     }
 
-    /// Ask for a run to be cancelled: a queued run is cancelled at once; a running one is
-    /// flagged for its executor. Returns the status after the request.
     pub async fn request_cancel(&self, id: &str, at: i64) -> Result<RunStatus, StoreError> {
         let run = self.get_run(id).await?;
         let full = run.id.clone();
@@ -304,19 +313,21 @@ impl Store {
             != 0)
     }
 
-    /// Record a step as started.
-    pub async fn insert_step(&self, step: &StepRecord) -> anyhow::Result<()> {
+    /// Record a step as started, if `fence` is still the run's fencing token. Returns whether
+    /// it was recorded.
+    pub async fn insert_step(&self, step: &StepRecord, fence: i64) -> anyhow::Result<bool> {
         let s = step.clone();
-        self.write(Box::new(move |conn| {
+        let n = self.write(Box::new(move |conn| {
             let s = s.clone();
             Box::pin(async move {
                 sqlx::query(
                     "INSERT INTO steps (run_id, seq, parent, kind, name, plugin, action, action_kind, \
                      plugin_hash, status, input, output, error_kind, error, blame, attempts, started_at, ended_at, \
                      call_index) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
+                     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19 \
+                     WHERE EXISTS (SELECT 1 FROM runs WHERE id = $20 AND fence = $21)",
                 )
-                .bind(s.run_id)
+                .bind(s.run_id.clone())
                 .bind(s.seq)
                 .bind(s.parent)
                 .bind(s.kind)
@@ -335,24 +346,28 @@ impl Store {
                 .bind(s.started_at)
                 .bind(s.ended_at)
                 .bind(s.call_index)
+                .bind(s.run_id)
+                .bind(fence)
                 .execute(conn)
                 .await
                 .map(|r| r.rows_affected())
             })
         }))
         .await?;
-        Ok(())
+        Ok(n == 1)
     }
 
-    /// Record how a step ended.
-    pub async fn finish_step(&self, step: &StepRecord) -> anyhow::Result<()> {
+    /// Record how a step ended, if `fence` is still the run's fencing token. Returns whether
+    /// it was recorded.
+    pub async fn finish_step(&self, step: &StepRecord, fence: i64) -> anyhow::Result<bool> {
         let s = step.clone();
-        self.write(Box::new(move |conn| {
+        let n = self.write(Box::new(move |conn| {
             let s = s.clone();
             Box::pin(async move {
                 sqlx::query(
                     "UPDATE steps SET status = $1, output = $2, error_kind = $3, error = $4, blame = $5, \
-                     attempts = $6, ended_at = $7, plugin_hash = $8 WHERE run_id = $9 AND seq = $10",
+                     attempts = $6, ended_at = $7, plugin_hash = $8 WHERE run_id = $9 AND seq = $10 \
+                     AND EXISTS (SELECT 1 FROM runs WHERE id = $11 AND fence = $12)",
                 )
                 .bind(s.status.as_str())
                 .bind(s.output.map(|v| v.to_string()))
@@ -362,15 +377,17 @@ impl Store {
                 .bind(s.attempts)
                 .bind(s.ended_at)
                 .bind(s.plugin_hash)
-                .bind(s.run_id)
+                .bind(s.run_id.clone())
                 .bind(s.seq)
+                .bind(s.run_id)
+                .bind(fence)
                 .execute(conn)
                 .await
                 .map(|r| r.rows_affected())
             })
         }))
         .await?;
-        Ok(())
+        Ok(n == 1)
     }
 
     /// Append log lines without waiting for the commit; a later awaited write (such as
@@ -568,15 +585,15 @@ impl Default for RunFilter {
     }
 }
 
-const RUN_COLUMNS: &str = "SELECT id, runbook, runbook_hash, status, trigger_kind, trigger, params, dry_run, \
+pub(super) const RUN_COLUMNS: &str = "SELECT id, runbook, runbook_hash, status, trigger_kind, trigger, params, dry_run, \
     reason, error_kind, blame, output, queued_at, started_at, ended_at, attempt, trigger_id, lock_key, \
-    alert_key, scheduled_at, node FROM runs";
+    alert_key, scheduled_at, node, fence FROM runs";
 
 fn json(text: Option<String>) -> Option<Value> {
     text.map(|t| serde_json::from_str(&t).unwrap_or(Value::String(t)))
 }
 
-fn run_from_row(r: &AnyRow) -> anyhow::Result<RunRecord> {
+pub(super) fn run_from_row(r: &AnyRow) -> anyhow::Result<RunRecord> {
     let status: String = r.try_get("status")?;
     Ok(RunRecord {
         id: r.try_get("id")?,
@@ -600,6 +617,7 @@ fn run_from_row(r: &AnyRow) -> anyhow::Result<RunRecord> {
         alert_key: r.try_get("alert_key")?,
         scheduled_at: r.try_get("scheduled_at")?,
         node: r.try_get("node")?,
+        fence: r.try_get("fence")?,
     })
 }
 

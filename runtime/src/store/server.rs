@@ -32,6 +32,9 @@ pub struct Admission {
     /// Record the run as skipped with this rule and reason, whatever the kernel says (a
     /// missed cron tick, an overlapping one).
     pub skip: Option<(String, String)>,
+    /// Cron runs: the trigger's overlap policy, decided here against the trigger's runs
+    /// still queued or running, in the same transaction as the insert.
+    pub overlap: Option<crate::runbook::Overlap>,
 }
 
 /// Runs ready to record, each with its admission keys.
@@ -95,6 +98,7 @@ fn static_rule(rule: &str) -> &'static str {
     match rule {
         "missed" => "missed",
         "overlap" => "overlap",
+        "parameters" => "parameters",
         "paused" => "paused",
         _ => "skipped",
     }
@@ -165,6 +169,10 @@ async fn admit_in(
         },
         None => safety::admit(&run.runbook, &a.rule_key, &a.rules, &facts, now),
     };
+    let verdict = match (verdict, a.overlap) {
+        (Verdict::Admit, Some(policy)) => overlap_in(conn, run, a, policy).await?,
+        (verdict, _) => verdict,
+    };
     let record = record_from(run.clone(), &verdict, now);
     let inserted = sqlx::query(
         "INSERT INTO runs (id, runbook, runbook_hash, status, trigger_kind, trigger, params, dry_run, \
@@ -196,6 +204,43 @@ async fn admit_in(
     .await?
     .rows_affected();
     Ok((inserted == 1).then_some(record))
+}
+
+/// A cron trigger's overlap policy against its runs still queued or running.
+async fn overlap_in(
+    conn: &mut AnyConnection,
+    run: &RunRecord,
+    a: &Admission,
+    policy: crate::runbook::Overlap,
+) -> Result<Verdict, sqlx::Error> {
+    use crate::runbook::Overlap;
+    if policy == Overlap::Allow {
+        return Ok(Verdict::Admit);
+    }
+    let mut active: HashMap<String, String> = HashMap::new();
+    for row in sqlx::query(
+        "SELECT status, MIN(id) FROM runs WHERE runbook = $1 AND trigger_id = $2 \
+         AND status IN ('queued', 'running') GROUP BY status",
+    )
+    .bind(run.runbook.clone())
+    .bind(a.trigger_id.clone())
+    .fetch_all(&mut *conn)
+    .await?
+    {
+        active.insert(row.try_get(0)?, row.try_get(1)?);
+    }
+    let (status, id, word) = match (policy, active.get("running"), active.get("queued")) {
+        (Overlap::Skip, Some(id), _) => ("running", id, "skip"),
+        (Overlap::Skip, None, Some(id)) => ("queued", id, "skip"),
+        (Overlap::QueueOne, _, Some(id)) => ("queued", id, "queue-one"),
+        _ => return Ok(Verdict::Admit),
+    };
+    Ok(Verdict::Suppress {
+        rule: "overlap",
+        reason: format!(
+            "run {id} of this trigger is still {status}; overlap = \"{word}\""
+        ),
+    })
 }
 
 impl Store {
@@ -263,38 +308,74 @@ impl Store {
     }
 
     /// Claim up to `max` queued runs for `node`: the oldest that the start rules allow
-    /// (concurrency per runbook, per-target locks), moved to `running` with a lease.
+    /// (concurrency per runbook, per-target locks), moved to `running` with a lease until
+    /// `lease_ms` from now and a new fencing token.
+    ///
+    /// On SQLite the claim is one write of the single writer. On PostgreSQL it is its own
+    /// short transaction: candidates are locked with `FOR UPDATE SKIP LOCKED`, so claimers on
+    /// other nodes pass over them instead of waiting, and each candidate runbook's advisory
+    /// lock (taken in name order; admissions take the same lock) makes the concurrency and
+    /// per-target lock counts exact across nodes.
     pub async fn claim(
         &self,
         node: &str,
         max: usize,
         lease_ms: i64,
     ) -> anyhow::Result<Vec<RunRecord>> {
-        let backend = self.backend();
-        let node = node.to_string();
-        let ids: Arc<Mutex<Vec<String>>> = Arc::default();
-        let slot = ids.clone();
-        self.write(Box::new(move |conn| {
-            let (node, slot) = (node.clone(), slot.clone());
-            Box::pin(async move {
-                let claimed = claim_in(conn, backend, &node, max, lease_ms).await?;
-                let n = claimed.len() as u64;
-                if let Ok(mut s) = slot.lock() {
-                    *s = claimed;
-                }
-                Ok(n)
-            })
-        }))
-        .await?;
-        let ids = ids
-            .lock()
-            .map(|mut s| std::mem::take(&mut *s))
-            .unwrap_or_default();
-        let mut runs = Vec::with_capacity(ids.len());
-        for id in ids {
-            runs.push(self.get_run(&id).await.map_err(anyhow::Error::from)?);
+        if max == 0 {
+            return Ok(Vec::new());
         }
-        Ok(runs)
+        let ids = match self.backend() {
+            Backend::Sqlite => {
+                let node = node.to_string();
+                let ids: Arc<Mutex<Vec<String>>> = Arc::default();
+                let slot = ids.clone();
+                self.write(Box::new(move |conn| {
+                    let (node, slot) = (node.clone(), slot.clone());
+                    Box::pin(async move {
+                        let claimed = claim_in(conn, Backend::Sqlite, &node, max, lease_ms).await?;
+                        let n = claimed.len() as u64;
+                        if let Ok(mut s) = slot.lock() {
+                            *s = claimed;
+                        }
+                        Ok(n)
+                    })
+                }))
+                .await?;
+                ids.lock()
+                    .map(|mut s| std::mem::take(&mut *s))
+                    .unwrap_or_default()
+            }
+            Backend::Postgres => {
+                let mut tx = self.inner.read.begin().await?;
+                let ids = claim_in(&mut tx, Backend::Postgres, node, max, lease_ms).await?;
+                tx.commit().await?;
+                ids
+            }
+        };
+        self.runs_by_id(&ids).await
+    }
+
+    /// Runs by id, in the order given.
+    async fn runs_by_id(&self, ids: &[String]) -> anyhow::Result<Vec<RunRecord>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list = (1..=ids.len())
+            .map(|i| format!("${i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!("{} WHERE id IN ({list})", super::RUN_COLUMNS);
+        let mut query = sqlx::query(&sql);
+        for id in ids {
+            query = query.bind(id.clone());
+        }
+        let rows = query.fetch_all(&self.inner.read).await?;
+        let mut by_id: HashMap<String, RunRecord> = rows
+            .iter()
+            .map(|r| super::run_from_row(r).map(|run| (run.id.clone(), run)))
+            .collect::<anyhow::Result<_>>()?;
+        Ok(ids.iter().filter_map(|id| by_id.remove(id)).collect())
     }
 
     /// Put runs left `running` (by a crash, or by this node's shutdown) back in the queue so
@@ -324,18 +405,20 @@ impl Store {
         .await
     }
 
-    /// Put one running run back in the queue (this node is shutting down), to run again.
-    pub async fn requeue_run(&self, id: &str, reason: &str) -> anyhow::Result<()> {
+    /// Put one running run back in the queue (this node is shutting down), to run again, if
+    /// `fence` is still its fencing token.
+    pub async fn requeue_run(&self, id: &str, fence: i64, reason: &str) -> anyhow::Result<()> {
         let (id, reason) = (id.to_string(), reason.to_string());
         self.write(Box::new(move |conn| {
             let (id, reason) = (id.clone(), reason.clone());
             Box::pin(async move {
                 sqlx::query(
                     "UPDATE runs SET status = 'queued', reason = $1, node = NULL, lease_until = NULL \
-                     WHERE id = $2 AND status = 'running'",
+                     WHERE id = $2 AND status = 'running' AND fence = $3",
                 )
                 .bind(reason)
                 .bind(id)
+                .bind(fence)
                 .execute(conn)
                 .await
                 .map(|r| r.rows_affected())
@@ -343,6 +426,76 @@ impl Store {
         }))
         .await?;
         Ok(())
+    }
+
+    /// Extend to `until` (Unix ms) the leases of `runs`, which `node` is executing, and return
+    /// the ids it still holds: a run missing from the answer was taken over by another node
+    /// after this node's lease lapsed (or has just ended).
+    pub async fn heartbeat(
+        &self,
+        node: &str,
+        runs: &[String],
+        until: i64,
+    ) -> anyhow::Result<HashSet<String>> {
+        if runs.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let (node, runs) = (node.to_string(), runs.to_vec());
+        let held: Arc<Mutex<HashSet<String>>> = Arc::default();
+        let slot = held.clone();
+        self.write(Box::new(move |conn| {
+            let (node, runs, slot) = (node.clone(), runs.clone(), slot.clone());
+            Box::pin(async move {
+                let list = (3..3 + runs.len())
+                    .map(|i| format!("${i}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let sql = format!(
+                    "UPDATE runs SET lease_until = $1 WHERE node = $2 AND status = 'running' \
+                     AND id IN ({list}) RETURNING id"
+                );
+                let mut query = sqlx::query(&sql).bind(until).bind(node);
+                for id in runs {
+                    query = query.bind(id);
+                }
+                let ids: HashSet<String> = query
+                    .fetch_all(conn)
+                    .await?
+                    .iter()
+                    .map(|r| r.try_get::<String, _>(0))
+                    .collect::<Result<_, _>>()?;
+                let n = ids.len() as u64;
+                if let Ok(mut s) = slot.lock() {
+                    *s = ids;
+                }
+                Ok(n)
+            })
+        }))
+        .await?;
+        Ok(held
+            .lock()
+            .map(|mut s| std::mem::take(&mut *s))
+            .unwrap_or_default())
+    }
+
+    /// Put back in the queue every run whose lease ran out before `now` (its node died or
+    /// stalled), saying which node lost it. Any node may run this at any time. Returns how many.
+    pub async fn requeue_expired(&self, now: i64) -> anyhow::Result<u64> {
+        self.write(Box::new(move |conn| {
+            Box::pin(async move {
+                sqlx::query(
+                    "UPDATE runs SET status = 'queued', \
+                     reason = 'node ' || COALESCE(node, '?') || ' stopped renewing its lease; it will run again', \
+                     node = NULL, lease_until = NULL \
+                     WHERE status = 'running' AND lease_until IS NOT NULL AND lease_until < $1",
+                )
+                .bind(now)
+                .execute(conn)
+                .await
+                .map(|r| r.rows_affected())
+            })
+        }))
+        .await
     }
 
     /// After a run ends: count consecutive failures of its runbook and open the breaker at
@@ -661,30 +814,46 @@ async fn claim_in(
     max: usize,
     lease_ms: i64,
 ) -> Result<Vec<String>, sqlx::Error> {
-    if backend == Backend::Postgres {
-        // One claimer at a time cluster-wide, so concurrency limits and locks hold across
-        // nodes; claims are short and batched.
-        sqlx::query("SELECT pg_advisory_xact_lock(7368010)")
-            .execute(&mut *conn)
-            .await?;
-    }
-    let waiting: Vec<Waiting> = sqlx::query(
-        "SELECT id, runbook, lock_key, max_concurrency FROM runs WHERE status = 'queued' ORDER BY id LIMIT 1000",
-    )
-    .fetch_all(&mut *conn)
-    .await?
-    .iter()
-    .map(|r| {
-        Ok(Waiting {
-            id: r.try_get(0)?,
-            runbook: r.try_get(1)?,
-            lock_key: r.try_get(2)?,
-            max_concurrency: r.try_get(3)?,
+    // Look past the first `max` candidates: some may be held back by their runbook's limits.
+    let candidates = (max * 8).clamp(64, 1000);
+    let select = match backend {
+        Backend::Sqlite => {
+            "SELECT id, runbook, lock_key, max_concurrency FROM runs WHERE status = 'queued' \
+             ORDER BY id LIMIT $1"
+        }
+        Backend::Postgres => {
+            "SELECT id, runbook, lock_key, max_concurrency FROM runs WHERE status = 'queued' \
+             ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"
+        }
+    };
+    let waiting: Vec<Waiting> = sqlx::query(select)
+        .bind(i64::try_from(candidates).unwrap_or(1000))
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(Waiting {
+                id: r.try_get(0)?,
+                runbook: r.try_get(1)?,
+                lock_key: r.try_get(2)?,
+                max_concurrency: r.try_get(3)?,
+            })
         })
-    })
-    .collect::<Result<_, sqlx::Error>>()?;
+        .collect::<Result<_, sqlx::Error>>()?;
     if waiting.is_empty() {
         return Ok(Vec::new());
+    }
+    if backend == Backend::Postgres {
+        // Serialise with admissions and other nodes' claims of the same runbooks, always in
+        // name order so two claimers cannot deadlock.
+        let runbooks: std::collections::BTreeSet<&str> =
+            waiting.iter().map(|w| w.runbook.as_str()).collect();
+        for runbook in runbooks {
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+                .bind(runbook.to_string())
+                .execute(&mut *conn)
+                .await?;
+        }
     }
     let mut running: HashMap<String, i64> = HashMap::new();
     for r in
@@ -704,23 +873,30 @@ async fn claim_in(
         held.insert((r.try_get(0)?, r.try_get(1)?));
     }
     let ids = safety::startable(&waiting, &running, &held, max);
+    if ids.is_empty() {
+        return Ok(ids);
+    }
     let now = now_ms();
-    let mut claimed = Vec::with_capacity(ids.len());
-    for id in ids {
-        let n = sqlx::query(
-            "UPDATE runs SET status = 'running', started_at = $1, attempt = attempt + 1, node = $2, \
-             lease_until = $3, fence = fence + 1 WHERE id = $4 AND status = 'queued'",
-        )
+    let list = (4..4 + ids.len())
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "UPDATE runs SET status = 'running', started_at = $1, attempt = attempt + 1, node = $2, \
+         lease_until = $3, fence = fence + 1 WHERE status = 'queued' AND id IN ({list}) RETURNING id"
+    );
+    let mut query = sqlx::query(&sql)
         .bind(now)
         .bind(node.to_string())
-        .bind(now + lease_ms)
-        .bind(id.clone())
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
-        if n == 1 {
-            claimed.push(id);
-        }
+        .bind(now + lease_ms);
+    for id in &ids {
+        query = query.bind(id.clone());
     }
-    Ok(claimed)
+    let claimed: HashSet<String> = query
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|r| r.try_get::<String, _>(0))
+        .collect::<Result<_, _>>()?;
+    Ok(ids.into_iter().filter(|id| claimed.contains(id)).collect())
 }

@@ -1,4 +1,5 @@
 use super::*;
+use crate::run::now_ms;
 use serde_json::json;
 
 /// A fresh SQLite store in a temp dir.
@@ -14,6 +15,70 @@ pub(crate) async fn temp_store() -> (Store, std::path::PathBuf) {
     (store, dir)
 }
 
+/// The URL of a fresh, empty PostgreSQL database, or `None` (with the reason printed) when
+/// `RUNLOOM_TEST_POSTGRES_URL` is unset or its server is down.
+pub(crate) async fn fresh_postgres() -> Option<String> {
+    use sqlx::{Connection, Executor};
+    let Ok(base) = std::env::var("RUNLOOM_TEST_POSTGRES_URL") else {
+        eprintln!("skipped: RUNLOOM_TEST_POSTGRES_URL is not set (.ci/run sets it)");
+        return None;
+    };
+    let mut conn = match sqlx::PgConnection::connect(&base).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("skipped: PostgreSQL at RUNLOOM_TEST_POSTGRES_URL is not reachable: {e}");
+            return None;
+        }
+    };
+    let name = format!(
+        "runloom_test_{}_{:08x}",
+        crate::run::now_ms() / 1000,
+        rand::random::<u32>()
+    );
+    conn.execute(format!("CREATE DATABASE {name}").as_str())
+        .await
+        .unwrap();
+    let (prefix, _) = base.rsplit_once('/').unwrap();
+    Some(format!("{prefix}/{name}"))
+}
+
+/// A store on a fresh PostgreSQL database.
+async fn pg_store() -> Option<Store> {
+    let url = fresh_postgres().await?;
+    Some(Store::open(&url, Durability::Full).await.unwrap())
+}
+
+/// Each test body runs once on SQLite and once on PostgreSQL: no feature works on one
+/// backend only.
+macro_rules! on_both_backends {
+    ($($test:ident),* $(,)?) => {$(
+        mod $test {
+            #[tokio::test]
+            async fn sqlite() {
+                let (store, dir) = super::temp_store().await;
+                super::$test(store).await;
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            #[tokio::test]
+            async fn postgres() {
+                if let Some(store) = super::pg_store().await {
+                    super::$test(store).await;
+                }
+            }
+        }
+    )*};
+}
+
+on_both_backends!(
+    a_run_round_trips_through_its_lifecycle,
+    steps_and_logs_are_stored_in_order,
+    runs_filter_by_runbook_and_status_newest_first,
+    cancelling_a_queued_run_ends_it_and_flags_a_running_one,
+    a_failing_write_fails_alone_in_its_batch,
+    only_the_latest_claim_may_record_steps_and_the_result,
+    heartbeats_extend_leases_and_report_runs_taken_over,
+);
+
 fn run(runbook: &str, status: RunStatus) -> RunRecord {
     let mut r = RunRecord::queued(
         runbook,
@@ -27,9 +92,7 @@ fn run(runbook: &str, status: RunStatus) -> RunRecord {
     r
 }
 
-#[tokio::test]
-async fn a_run_round_trips_through_its_lifecycle() {
-    let (store, dir) = temp_store().await;
+async fn a_run_round_trips_through_its_lifecycle(store: Store) {
     let r = run("disk", RunStatus::Queued);
     store.insert_run(&r).await.unwrap();
     assert!(store.start_run(&r.id, 10).await.unwrap());
@@ -38,15 +101,18 @@ async fn a_run_round_trips_through_its_lifecycle() {
         "only a queued run starts"
     );
     store
-        .finish_run(&RunEnd {
-            id: r.id.clone(),
-            status: RunStatus::Succeeded,
-            output: Some(json!({"freed": 42})),
-            reason: None,
-            error_kind: None,
-            blame: None,
-            ended_at: 20,
-        })
+        .finish_run(
+            &RunEnd {
+                id: r.id.clone(),
+                status: RunStatus::Succeeded,
+                output: Some(json!({"freed": 42})),
+                reason: None,
+                error_kind: None,
+                blame: None,
+                ended_at: 20,
+            },
+            0,
+        )
         .await
         .unwrap();
     let got = store.get_run(&r.id).await.unwrap();
@@ -57,15 +123,11 @@ async fn a_run_round_trips_through_its_lifecycle() {
         (got.started_at, got.ended_at, got.attempt),
         (Some(10), Some(20), 1)
     );
-    // A unique prefix finds it; the file is a real SQLite database in WAL mode.
+    // A unique prefix finds it.
     assert_eq!(store.get_run(&r.id[..12]).await.unwrap().id, r.id);
-    assert!(dir.join("runloom.db-wal").exists() || dir.join("runloom.db").exists());
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
-#[tokio::test]
-async fn steps_and_logs_are_stored_in_order() {
-    let (store, dir) = temp_store().await;
+async fn steps_and_logs_are_stored_in_order(store: Store) {
     let r = run("disk", RunStatus::Running);
     store.insert_run(&r).await.unwrap();
     let mut step = StepRecord {
@@ -89,12 +151,12 @@ async fn steps_and_logs_are_stored_in_order() {
         started_at: 1,
         ended_at: None,
     };
-    store.insert_step(&step).await.unwrap();
+    assert!(store.insert_step(&step, 0).await.unwrap());
     step.status = StepStatus::Succeeded;
     step.output = Some(json!({"status": "ok"}));
     step.ended_at = Some(2);
     step.plugin_hash = Some("h".into());
-    store.finish_step(&step).await.unwrap();
+    assert!(store.finish_step(&step, 0).await.unwrap());
     let lines: Vec<LogRecord> = (1..=250)
         .map(|i| LogRecord {
             run_id: r.id.clone(),
@@ -116,12 +178,9 @@ async fn steps_and_logs_are_stored_in_order() {
     assert_eq!(logs[249].message, "line 250");
     assert_eq!(logs[0].fields, [("k".to_string(), "v".to_string())]);
     assert_eq!(store.logs(&r.id, 240, 5).await.unwrap()[0].seq, 241);
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
-#[tokio::test]
-async fn runs_filter_by_runbook_and_status_newest_first() {
-    let (store, dir) = temp_store().await;
+async fn runs_filter_by_runbook_and_status_newest_first(store: Store) {
     let mut ids = Vec::new();
     for (rb, st) in [
         ("a", RunStatus::Queued),
@@ -156,12 +215,9 @@ async fn runs_filter_by_runbook_and_status_newest_first() {
         .unwrap();
     assert_eq!(skipped_a.len(), 1);
     assert_eq!(skipped_a[0].id, ids[2]);
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
-#[tokio::test]
-async fn cancelling_a_queued_run_ends_it_and_flags_a_running_one() {
-    let (store, dir) = temp_store().await;
+async fn cancelling_a_queued_run_ends_it_and_flags_a_running_one(store: Store) {
     let queued = run("a", RunStatus::Queued);
     let running = run("a", RunStatus::Running);
     store.insert_run(&queued).await.unwrap();
@@ -179,12 +235,9 @@ async fn cancelling_a_queued_run_ends_it_and_flags_a_running_one() {
         store.get_run("zzzzzzzz").await,
         Err(StoreError::NotFound(_))
     ));
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
-#[tokio::test]
-async fn a_failing_write_fails_alone_in_its_batch() {
-    let (store, dir) = temp_store().await;
+async fn a_failing_write_fails_alone_in_its_batch(store: Store) {
     let r = run("a", RunStatus::Queued);
     store.insert_run(&r).await.unwrap();
     // Insert the same id again (primary key violation) together with a good run.
@@ -193,5 +246,234 @@ async fn a_failing_write_fails_alone_in_its_batch() {
     assert!(dup.is_err());
     ok.unwrap();
     assert_eq!(store.get_run(&good.id).await.unwrap().id, good.id);
-    std::fs::remove_dir_all(dir).unwrap();
+}
+
+fn step(run_id: &str, seq: i64) -> StepRecord {
+    StepRecord {
+        run_id: run_id.to_string(),
+        seq,
+        parent: None,
+        kind: "call".into(),
+        name: "remediate.restart".into(),
+        plugin: Some("remediate".into()),
+        action: Some("restart".into()),
+        action_kind: Some("mutate".into()),
+        plugin_hash: None,
+        status: StepStatus::Running,
+        input: None,
+        output: None,
+        error_kind: None,
+        error: None,
+        blame: None,
+        attempts: 1,
+        call_index: Some(seq),
+        started_at: 1,
+        ended_at: None,
+    }
+}
+
+fn end(id: &str, status: RunStatus) -> RunEnd {
+    RunEnd {
+        id: id.to_string(),
+        status,
+        output: None,
+        reason: None,
+        error_kind: None,
+        blame: None,
+        ended_at: now_ms(),
+    }
+}
+
+async fn only_the_latest_claim_may_record_steps_and_the_result(store: Store) {
+    let r = run("restart", RunStatus::Queued);
+    store.insert_run(&r).await.unwrap();
+    let first = store.claim("node-a", 4, 1_000).await.unwrap();
+    assert_eq!(first.len(), 1);
+    let a = &first[0];
+    assert_eq!(
+        (a.status, a.fence, a.node.as_deref()),
+        (RunStatus::Running, 1, Some("node-a"))
+    );
+    assert!(store.insert_step(&step(&r.id, 1), a.fence).await.unwrap());
+
+    // node-a stalls past its lease; anyone may put the run back, and node-b claims it.
+    assert_eq!(store.requeue_expired(now_ms() + 60_000).await.unwrap(), 1);
+    let requeued = store.get_run(&r.id).await.unwrap();
+    assert_eq!(requeued.status, RunStatus::Queued);
+    assert!(
+        requeued
+            .reason
+            .unwrap()
+            .contains("node node-a stopped renewing its lease")
+    );
+    let b = store.claim("node-b", 4, 60_000).await.unwrap().remove(0);
+    assert_eq!((b.fence, b.attempt), (2, 2));
+
+    // node-a wakes up: its writes are refused, node-b's are recorded.
+    assert!(!store.insert_step(&step(&r.id, 2), a.fence).await.unwrap());
+    assert!(!store.finish_step(&step(&r.id, 1), a.fence).await.unwrap());
+    assert!(
+        !store
+            .finish_run(&end(&r.id, RunStatus::Failed), a.fence)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.get_run(&r.id).await.unwrap().status,
+        RunStatus::Running
+    );
+    assert!(store.insert_step(&step(&r.id, 2), b.fence).await.unwrap());
+    assert!(
+        store
+            .finish_run(&end(&r.id, RunStatus::Succeeded), b.fence)
+            .await
+            .unwrap()
+    );
+    let done = store.get_run(&r.id).await.unwrap();
+    assert_eq!(
+        (done.status, done.node.as_deref()),
+        (RunStatus::Succeeded, Some("node-b"))
+    );
+    assert_eq!(store.steps(&r.id).await.unwrap().len(), 2);
+    // Finished runs are never requeued, and a finished run cannot be finished again.
+    assert_eq!(store.requeue_expired(now_ms() + 600_000).await.unwrap(), 0);
+    assert!(
+        !store
+            .finish_run(&end(&r.id, RunStatus::Failed), b.fence)
+            .await
+            .unwrap()
+    );
+}
+
+async fn heartbeats_extend_leases_and_report_runs_taken_over(store: Store) {
+    let (x, y) = (run("x", RunStatus::Queued), run("y", RunStatus::Queued));
+    store.insert_run(&x).await.unwrap();
+    store.insert_run(&y).await.unwrap();
+    let claimed = store.claim("node-a", 4, 1_000).await.unwrap();
+    let ids: Vec<String> = claimed.iter().map(|r| r.id.clone()).collect();
+    assert_eq!(ids, [x.id.clone(), y.id.clone()], "oldest first");
+    let later = now_ms() + 120_000;
+    let held = store.heartbeat("node-a", &ids, later).await.unwrap();
+    assert_eq!(held.len(), 2);
+    // Renewed: a sweep before the new lease ends leaves them alone.
+    assert_eq!(store.requeue_expired(later - 1).await.unwrap(), 0);
+    // Another node's heartbeat renews nothing of node-a's.
+    assert!(
+        store
+            .heartbeat("node-b", &ids, later)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // y is taken over after a lapse: node-a's next heartbeat no longer holds it.
+    store.requeue_expired(later + 1).await.unwrap();
+    let taken = store.claim("node-b", 1, 60_000).await.unwrap();
+    assert_eq!(taken[0].id, x.id);
+    let held = store.heartbeat("node-a", &ids, later + 2).await.unwrap();
+    assert!(
+        held.is_empty(),
+        "both were requeued; x is node-b's now: {held:?}"
+    );
+}
+
+/// Three nodes (stores) claim, run and finish 300 queued runs of a runbook limited to three
+/// at a time: each run is claimed once, and no claim ever sees more than three running.
+async fn three_nodes_claim_each_run_once_within_the_limit(stores: Vec<Store>) {
+    let admission = server::Admission {
+        rule_key: "limited".into(),
+        max_concurrency: 3,
+        ..server::Admission::default()
+    };
+    let mut ids = std::collections::HashSet::new();
+    for _ in 0..300 {
+        let r = run("limited", RunStatus::Queued);
+        ids.insert(r.id.clone());
+        stores[0]
+            .admit(r, admission.clone())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let claims: Arc<std::sync::Mutex<Vec<(String, String)>>> = Arc::default();
+    let mut tasks = Vec::new();
+    for (n, store) in stores.into_iter().enumerate() {
+        let claims = claims.clone();
+        tasks.push(tokio::spawn(async move {
+            let node = format!("node-{n}");
+            let mut idle = 0;
+            while idle < 50 {
+                let got = store.claim(&node, 2, 60_000).await.unwrap();
+                if got.is_empty() {
+                    idle += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                    continue;
+                }
+                idle = 0;
+                let running = store
+                    .list_runs(&RunFilter {
+                        runbook: Some("limited".into()),
+                        status: Some(RunStatus::Running),
+                        limit: 100,
+                    })
+                    .await
+                    .unwrap()
+                    .len();
+                assert!(running <= 3, "{running} running at once; the limit is 3");
+                for r in got {
+                    claims.lock().unwrap().push((r.id.clone(), node.clone()));
+                    assert!(
+                        store
+                            .finish_run(&end(&r.id, RunStatus::Succeeded), r.fence)
+                            .await
+                            .unwrap()
+                    );
+                }
+            }
+            store
+        }));
+    }
+    let mut stores = Vec::new();
+    for t in tasks {
+        stores.push(t.await.unwrap());
+    }
+    let claims = claims.lock().unwrap().clone();
+    let claimed: std::collections::HashSet<String> =
+        claims.iter().map(|(id, _)| id.clone()).collect();
+    assert_eq!(claims.len(), 300, "every run claimed exactly once");
+    assert_eq!(claimed, ids);
+    let nodes: std::collections::HashSet<&str> = claims.iter().map(|(_, n)| n.as_str()).collect();
+    assert!(nodes.len() >= 2, "the work was shared: {nodes:?}");
+    let succeeded = stores[0]
+        .list_runs(&RunFilter {
+            status: Some(RunStatus::Succeeded),
+            limit: 1000,
+            ..RunFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(succeeded.len(), 300);
+}
+
+#[tokio::test]
+async fn three_nodes_claim_each_run_once_within_the_limit_on_sqlite() {
+    let (store, dir) = temp_store().await;
+    let url = default_url(&dir);
+    let mut stores = vec![store];
+    for _ in 0..2 {
+        stores.push(Store::open(&url, Durability::Normal).await.unwrap());
+    }
+    three_nodes_claim_each_run_once_within_the_limit(stores).await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn three_nodes_claim_each_run_once_within_the_limit_on_postgres() {
+    let Some(url) = fresh_postgres().await else {
+        return;
+    };
+    let mut stores = Vec::new();
+    for _ in 0..3 {
+        stores.push(Store::open(&url, Durability::Full).await.unwrap());
+    }
+    three_nodes_claim_each_run_once_within_the_limit(stores).await;
 }
