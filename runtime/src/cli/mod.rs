@@ -70,6 +70,11 @@ pub struct Cli {
     /// Data directory (store, compiled-plugin cache), overriding runloom.toml.
     #[arg(long, global = true, env = "RUNLOOM_DATA_DIR", value_name = "PATH")]
     pub data_dir: Option<PathBuf>,
+    /// Store URL, overriding runloom.toml: `sqlite://PATH` (the default is
+    /// `sqlite://<data_dir>/runloom.db`) or `postgres://USER@HOST/DB` to share one database
+    /// between several nodes.
+    #[arg(long, global = true, env = "RUNLOOM_STORE", value_name = "URL")]
+    pub store: Option<String>,
     /// More engine diagnostics on stderr (-v info, -vv debug). RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -171,6 +176,9 @@ fn load_config(cli: &Cli) -> Result<Config, Failure> {
             config.plugin_dir = dir.join("plugins");
         }
         config.data_dir = dir.clone();
+    }
+    if let Some(url) = &cli.store {
+        config.store_url = Some(url.clone());
     }
     Ok(config)
 }

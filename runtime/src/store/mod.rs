@@ -164,7 +164,16 @@ impl Store {
             .run(&mut write_conn)
             .await
             .context("migrating the store")?;
-        let writer = Writer::start(write_conn, backend);
+        let reconnect: writer::Connect = Box::new(move || {
+            let options = options.clone();
+            Box::pin(async move {
+                use sqlx::ConnectOptions;
+                let mut conn = options.connect().await?;
+                setup(&mut conn, backend, sync).await?;
+                Ok(conn)
+            })
+        });
+        let writer = Writer::start(write_conn, backend, reconnect);
         Ok(Store {
             inner: Arc::new(Inner {
                 backend,

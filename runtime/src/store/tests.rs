@@ -477,3 +477,31 @@ async fn three_nodes_claim_each_run_once_within_the_limit_on_postgres() {
     }
     three_nodes_claim_each_run_once_within_the_limit(stores).await;
 }
+
+#[tokio::test]
+async fn writes_survive_a_lost_postgres_connection() {
+    use sqlx::Connection;
+    let Some(url) = fresh_postgres().await else {
+        return;
+    };
+    let store = Store::open(&url, Durability::Full).await.unwrap();
+    let before = run("a", RunStatus::Queued);
+    store.insert_run(&before).await.unwrap();
+    // Cut every connection the store holds, as a server restart or a network cut would.
+    let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
+    let killed: i64 = sqlx::query_scalar(
+        "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert!(killed >= 1, "the store's connections were cut");
+    let after = run("a", RunStatus::Queued);
+    store.insert_run(&after).await.unwrap();
+    assert_eq!(
+        store.get_run(&after.id).await.unwrap().status,
+        RunStatus::Queued
+    );
+    assert_eq!(store.get_run(&before.id).await.unwrap().id, before.id);
+}

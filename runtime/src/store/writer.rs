@@ -5,6 +5,11 @@
 //! one transaction and commits once; then it answers each. If the batch fails, it rolls back
 //! and retries each write in its own transaction, so one bad write fails alone. A write
 //! function may therefore run twice and must not have side effects outside the connection.
+//!
+//! When the connection itself is lost (a PostgreSQL restart, a network cut), the writer
+//! reconnects with backoff and retries the batch: callers wait rather than lose a write. A
+//! commit whose acknowledgement was lost may then be retried; the writes are keyed by run id,
+//! so such a retry fails on the duplicate key instead of recording twice.
 
 use super::Backend;
 use sqlx::AnyConnection;
@@ -19,6 +24,10 @@ pub(super) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub(super) type WriteFn = Box<
     dyn for<'c> Fn(&'c mut AnyConnection) -> BoxFuture<'c, Result<u64, sqlx::Error>> + Send + Sync,
 >;
+
+/// Opens a fresh write connection, set up like the first.
+pub(super) type Connect =
+    Box<dyn Fn() -> BoxFuture<'static, Result<AnyConnection, sqlx::Error>> + Send + Sync>;
 
 /// Most writes committed together.
 const MAX_BATCH: usize = 512;
@@ -35,9 +44,9 @@ pub(super) struct Writer {
 
 impl Writer {
     /// Start the task on `conn`.
-    pub(super) fn start(conn: AnyConnection, backend: Backend) -> Writer {
+    pub(super) fn start(conn: AnyConnection, backend: Backend, reconnect: Connect) -> Writer {
         let (queue, jobs) = mpsc::unbounded_channel();
-        tokio::spawn(run(conn, backend, jobs));
+        tokio::spawn(run(conn, backend, reconnect, jobs));
         Writer { queue }
     }
 
@@ -63,7 +72,12 @@ impl Writer {
     }
 }
 
-async fn run(mut conn: AnyConnection, backend: Backend, mut jobs: mpsc::UnboundedReceiver<Job>) {
+async fn run(
+    mut conn: AnyConnection,
+    backend: Backend,
+    reconnect: Connect,
+    mut jobs: mpsc::UnboundedReceiver<Job>,
+) {
     let begin = match backend {
         Backend::Sqlite => "BEGIN IMMEDIATE",
         Backend::Postgres => "BEGIN",
@@ -77,7 +91,24 @@ async fn run(mut conn: AnyConnection, backend: Backend, mut jobs: mpsc::Unbounde
                 Err(_) => break,
             }
         }
-        match apply(&mut conn, begin, &batch).await {
+        let mut outcome = apply(&mut conn, begin, &batch).await;
+        let mut backoff = std::time::Duration::from_millis(100);
+        while let Err(e) = &outcome
+            && connection_lost(e)
+        {
+            tracing::error!(error = %e, writes = batch.len(), retry_in = ?backoff, "the store connection was lost; reconnecting");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+            match reconnect().await {
+                Ok(fresh) => {
+                    conn = fresh;
+                    tracing::info!("reconnected to the store");
+                    outcome = apply(&mut conn, begin, &batch).await;
+                }
+                Err(e) => outcome = Err(e),
+            }
+        }
+        match outcome {
             Ok(results) => {
                 for (job, rows) in batch.drain(..).zip(results) {
                     answer(job, Ok(rows));
@@ -127,4 +158,22 @@ async fn apply(
         return Err(e);
     }
     Ok(results)
+}
+
+/// Whether `e` means the connection is gone (rather than a bad statement).
+fn connection_lost(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        // PostgreSQL: connection exceptions (08…) and operator intervention (57P…, e.g. the
+        // server shutting down).
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+        _ => false,
+    }
 }
