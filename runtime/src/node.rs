@@ -230,6 +230,9 @@ impl Node {
             tasks: TaskTracker::new(),
         });
         tokio::spawn(node.clone().work());
+        if node.options.schedule {
+            crate::trigger::cron::spawn(node.clone());
+        }
         tokio::spawn(node.clone().keep_leases());
         let waker = Arc::downgrade(&node);
         node.store.on_queue_hint(
@@ -299,7 +302,7 @@ impl Node {
         Ok(record)
     }
 
-    fn after_admit(&self, record: &RunRecord) {
+    pub(crate) fn after_admit(&self, record: &RunRecord) {
         if record.status == RunStatus::Queued {
             self.wake();
             self.store.hint_queued();

@@ -5,6 +5,7 @@
 
 mod plugin;
 mod runs;
+mod schedule;
 
 use crate::config::Config;
 use clap::{Parser, Subcommand};
@@ -117,6 +118,9 @@ pub enum Command {
     /// List, inspect and call plugins.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
+    /// Cron triggers and their next fire times.
+    #[command(subcommand)]
+    Schedule(schedule::ScheduleCommand),
     /// Print the JSON Schema of runbook.toml (for editors; also in runbooks/runbook.schema.json).
     Schema,
 }
@@ -161,6 +165,7 @@ async fn dispatch(cli: Cli) -> Outcome {
         Command::Show { run_id, json } => runs::show(&config, &run_id, json).await,
         Command::Logs { run_id, follow } => runs::logs(&config, &run_id, follow).await,
         Command::Plugin(cmd) => plugin::run(&config, cmd).await,
+        Command::Schedule(cmd) => schedule::run(&config, cmd).await,
         Command::Schema => {
             println!("{}", crate::runbook::json_schema());
             Ok(ExitCode::Success)

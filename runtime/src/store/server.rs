@@ -237,9 +237,7 @@ async fn overlap_in(
     };
     Ok(Verdict::Suppress {
         rule: "overlap",
-        reason: format!(
-            "run {id} of this trigger is still {status}; overlap = \"{word}\""
-        ),
+        reason: format!("run {id} of this trigger is still {status}; overlap = \"{word}\""),
     })
 }
 

@@ -26,12 +26,20 @@
 //! Invariant: pure time arithmetic lives in [`Schedule`] and [`plan`]; the scheduler creates
 //! runs only through the executor and never runs steps.
 
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, Prepared};
+use crate::executor::{EnqueueError, Executor, RunRequest};
+use crate::node::Node;
+use crate::run::RunRecord;
 use crate::runbook::{CronTrigger, Missed, Overlap, Runbook, Trigger};
+use crate::store::Admission;
 use chrono::{DateTime, LocalResult, NaiveDateTime, Offset, SecondsFormat, TimeZone, Utc};
 use chrono_tz::Tz;
 use serde::Serialize;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 /// Ticks recorded one by one after downtime; the rest are summarised in one record.
 pub const MISSED_RECORDED: usize = 100;
@@ -496,6 +504,237 @@ fn scan_missed(schedule: &Schedule<'_>, cursor: DateTime<Utc>, until: DateTime<U
         }
     }
     scan
+}
+
+/// The time now; injected so tests drive the scheduler with fixed times.
+pub trait Clock: Send + Sync {
+    /// Now.
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The system clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// How old a tick may be when the scheduler finds it and still count as on time; older
+/// ticks were missed (the scheduler was down or stalled) and follow the `missed` policy.
+pub const LATE: Duration = Duration::from_secs(30);
+/// The longest the scheduler sleeps, so a jump of the system clock is noticed.
+const MAX_SLEEP: Duration = Duration::from_secs(1);
+
+/// Called with every run the scheduler records (queued or skipped).
+pub type OnRecord = Arc<dyn Fn(&RunRecord) + Send + Sync>;
+
+/// Turns the due ticks of every cron trigger in a catalog into runs (see the module docs).
+pub struct Scheduler {
+    catalog: Arc<Catalog>,
+    executor: Executor,
+    clock: Arc<dyn Clock>,
+    on_record: Option<OnRecord>,
+    state: tokio::sync::Mutex<HashMap<(String, usize), TriggerState>>,
+}
+
+/// What the scheduler remembers about one trigger between ticks.
+#[derive(Debug, Default)]
+struct TriggerState {
+    /// Ticks at or before this are handled: when the scheduler first saw a trigger with no
+    /// recorded tick (no back-fill), then the latest tick it recorded.
+    floor: Option<DateTime<Utc>>,
+    /// The first tick after `floor`: nothing to do before it. `None` once seen: never again.
+    next: Option<DateTime<Utc>>,
+}
+
+impl Scheduler {
+    /// A scheduler for the cron triggers of `catalog`, recording runs through `executor`.
+    pub fn new(catalog: Arc<Catalog>, executor: Executor, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            catalog,
+            executor,
+            clock,
+            on_record: None,
+            state: tokio::sync::Mutex::default(),
+        }
+    }
+
+    /// Call `f` with every run recorded.
+    pub fn on_record(mut self, f: OnRecord) -> Self {
+        self.on_record = Some(f);
+        self
+    }
+
+    /// The scheduler of a node: its catalog and executor; queued runs wake its workers.
+    pub fn for_node(node: &Arc<Node>, clock: Arc<dyn Clock>) -> Self {
+        let n = node.clone();
+        Self::new(node.catalog.clone(), node.executor.clone(), clock)
+            .on_record(Arc::new(move |run| n.after_admit(run)))
+    }
+
+    /// Record every tick due at `now`: ticks after each trigger's last recorded tick (by any
+    /// node) up to `now`, each queued or skipped with its reason. Returns the runs this call
+    /// recorded; a tick another node recorded first is not among them.
+    pub async fn tick(&self, now: DateTime<Utc>) -> anyhow::Result<Vec<RunRecord>> {
+        let mut recorded = Vec::new();
+        let mut state = self.state.lock().await;
+        for prepared in self.catalog.runbooks() {
+            let rb = &prepared.runbook;
+            for (index, trigger) in rb.triggers.iter().enumerate() {
+                let Trigger::Cron(c) = trigger else { continue };
+                let st = state.entry((rb.name.clone(), index)).or_default();
+                if st.floor.is_some() && st.next.is_none_or(|next| next > now) {
+                    continue;
+                }
+                let id = trigger_id(index);
+                let last = self
+                    .executor
+                    .store()
+                    .last_scheduled(&rb.name, &id)
+                    .await?
+                    .and_then(DateTime::from_timestamp_millis);
+                let schedule = Schedule::of(c);
+                let Some(mut cursor) = last.max(st.floor) else {
+                    // A new trigger starts now.
+                    st.floor = Some(now);
+                    st.next = schedule.next_after(now);
+                    continue;
+                };
+                let planned = plan(c, cursor, now, LATE);
+                let missed = planned.iter().filter(|p| p.missed.is_some()).count();
+                if missed > 0 {
+                    tracing::warn!(runbook = %rb.name, trigger = %id, missed, since = %rfc3339_in(cursor, c.timezone), "missed cron ticks after downtime");
+                }
+                for tick in planned {
+                    let at = tick.at;
+                    if let Some(run) = self.record(prepared, index, c, tick).await? {
+                        if let Some(f) = &self.on_record {
+                            f(&run);
+                        }
+                        recorded.push(run);
+                    }
+                    cursor = cursor.max(at);
+                    st.floor = Some(cursor);
+                }
+                st.floor = Some(cursor);
+                st.next = schedule.next_after(cursor);
+            }
+        }
+        Ok(recorded)
+    }
+
+    /// The earliest next tick of any trigger seen so far.
+    pub async fn next_due(&self) -> Option<DateTime<Utc>> {
+        self.state
+            .lock()
+            .await
+            .values()
+            .filter_map(|s| s.next)
+            .min()
+    }
+
+    /// Record one tick of the trigger at `index` of `prepared`.
+    async fn record(
+        &self,
+        prepared: &Prepared,
+        index: usize,
+        c: &CronTrigger,
+        tick: PlannedTick,
+    ) -> anyhow::Result<Option<RunRecord>> {
+        let rb = &prepared.runbook;
+        let id = trigger_id(index);
+        let key = tick_key(&rb.name, &id, tick.at);
+        let at_ms = tick.at.timestamp_millis();
+        let request = RunRequest {
+            params: c.parameters.clone(),
+            trigger_kind: "cron".into(),
+            trigger_id: Some(id.clone()),
+            trigger: json!({
+                "kind": "cron",
+                "trigger": id,
+                "schedule": c.schedule,
+                "timezone": c.timezone.name(),
+                "tick": rfc3339_in(tick.at, c.timezone),
+            }),
+            dry_run: false,
+            alert_key: None,
+            schedule: Some((key.clone(), at_ms)),
+        };
+        let (record, mut admission) = match self.executor.prepare_run(prepared, request.clone()) {
+            Ok(planned) => planned,
+            Err(EnqueueError::Parameters(problems)) => {
+                // Record the tick, skipped with why, instead of losing it.
+                let mut record = RunRecord::queued(
+                    &rb.name,
+                    &rb.content_hash,
+                    "cron",
+                    request.trigger,
+                    Value::Object(request.params),
+                    false,
+                );
+                record.trigger_id = Some(id.clone());
+                record.scheduled_at = Some(at_ms);
+                let admission = Admission {
+                    trigger_id: Some(id),
+                    rule_key: rb.name.clone(),
+                    max_concurrency: i64::from(rb.policy.concurrency),
+                    schedule_key: Some(key),
+                    scheduled_at: Some(at_ms),
+                    skip: Some((
+                        "parameters".into(),
+                        format!(
+                            "the cron trigger's parameters are invalid: {}",
+                            problems.join("; ")
+                        ),
+                    )),
+                    ..Admission::default()
+                };
+                (record, admission)
+            }
+            Err(EnqueueError::Store(e)) => return Err(e),
+        };
+        if let Some(reason) = tick.missed {
+            admission.skip = Some(("missed".into(), reason));
+        }
+        self.executor.admit_prepared(record, admission).await
+    }
+
+    /// Tick on the clock until `stop`: after each tick sleep until the next one is due, at
+    /// most [`MAX_SLEEP`].
+    pub async fn run(&self, stop: CancellationToken) {
+        loop {
+            if stop.is_cancelled() {
+                return;
+            }
+            let wait = match self.tick(self.clock.now()).await {
+                Ok(_) => match self.next_due().await {
+                    Some(next) => (next - self.clock.now())
+                        .to_std()
+                        .unwrap_or(Duration::ZERO)
+                        .clamp(Duration::from_millis(10), MAX_SLEEP),
+                    None => MAX_SLEEP,
+                },
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "recording cron ticks failed; retrying");
+                    MAX_SLEEP
+                }
+            };
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = stop.cancelled() => return,
+            }
+        }
+    }
+}
+
+/// Run the scheduler of `node` on the system clock until the node shuts down.
+pub fn spawn(node: Arc<Node>) -> tokio::task::JoinHandle<()> {
+    let scheduler = Scheduler::for_node(&node, Arc::new(SystemClock));
+    let stop = node.shutdown_token();
+    tokio::spawn(async move { scheduler.run(stop).await })
 }
 
 #[cfg(test)]
