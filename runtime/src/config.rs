@@ -58,6 +58,13 @@ pub struct ServerFile {
     pub listen: Option<String>,
     /// Runs executing at once on this node. Default `16`.
     pub workers: Option<usize>,
+    /// This node's name, recorded on the runs it executes; unique among the nodes sharing a
+    /// store. Default: the hostname and a random suffix.
+    pub name: Option<String>,
+    /// How long a node's claim on a run lasts without renewal (renewed every quarter of it);
+    /// on PostgreSQL a crashed node's runs go back to the queue after it, e.g. `"8s"` (the
+    /// default).
+    pub lease: Option<String>,
     /// How long a graceful shutdown lets running runs finish before putting them back in the
     /// queue, e.g. `"30s"` (the default).
     pub shutdown_grace: Option<String>,
@@ -66,6 +73,9 @@ pub struct ServerFile {
     /// How long the API may take to answer a request before it answers 503, e.g. `"30s"` (the
     /// default). Following a run's log is not limited once the stream has started.
     pub request_timeout: Option<String>,
+    /// Alert and webhook requests handled at once; more are answered 503 with `Retry-After`
+    /// (Alertmanager retries 5xx, never 4xx). Default `256`.
+    pub max_intake: Option<usize>,
 }
 
 /// `[store]` as written.
@@ -185,12 +195,18 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Runs executing at once.
     pub workers: usize,
+    /// This node's name, if set.
+    pub name: Option<String>,
+    /// Claim lease.
+    pub lease: Duration,
     /// Grace period of a graceful shutdown.
     pub shutdown_grace: Duration,
     /// Largest request body, in bytes.
     pub max_body: usize,
     /// Longest time to answer a request.
     pub request_timeout: Duration,
+    /// Alert and webhook requests handled at once.
+    pub max_intake: usize,
 }
 
 impl Default for ServerConfig {
@@ -198,9 +214,12 @@ impl Default for ServerConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             workers: 16,
+            name: None,
+            lease: Duration::from_secs(8),
             shutdown_grace: Duration::from_secs(30),
             max_body: 1 << 20,
             request_timeout: Duration::from_secs(30),
+            max_intake: 256,
         }
     }
 }
@@ -424,6 +443,18 @@ fn resolve_server(file: &ServerFile) -> Result<ServerConfig, String> {
             Some(n) => n,
             None => defaults.workers,
         },
+        name: match &file.name {
+            Some(n) if n.trim().is_empty() || n.chars().any(char::is_whitespace) => {
+                return Err(format!("`name`: `{n}` must be a non-empty word"));
+            }
+            n => n.clone(),
+        },
+        lease: match duration("lease", &file.lease, defaults.lease)? {
+            l if l < Duration::from_millis(500) => {
+                return Err("`lease`: must be at least 500ms".into());
+            }
+            l => l,
+        },
         shutdown_grace: duration(
             "shutdown_grace",
             &file.shutdown_grace,
@@ -439,6 +470,11 @@ fn resolve_server(file: &ServerFile) -> Result<ServerConfig, String> {
             &file.request_timeout,
             defaults.request_timeout,
         )?,
+        max_intake: match file.max_intake {
+            Some(0) => return Err("`max_intake`: must be at least 1".into()),
+            Some(n) => n,
+            None => defaults.max_intake,
+        },
     })
 }
 
@@ -589,7 +625,7 @@ mod tests {
         assert_eq!(c.server.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(c.server.max_body, 1 << 20);
         let c = parse(
-            "version = 1\n[server]\nlisten = \"0.0.0.0:9000\"\nworkers = 4\nshutdown_grace = \"5s\"\nmax_body = \"64KiB\"\nrequest_timeout = \"2s\"\n",
+            "version = 1\n[server]\nlisten = \"0.0.0.0:9000\"\nworkers = 4\nshutdown_grace = \"5s\"\nmax_body = \"64KiB\"\nrequest_timeout = \"2s\"\nmax_intake = 8\n",
         )
         .unwrap();
         assert_eq!(c.server.listen.to_string(), "0.0.0.0:9000");
@@ -597,6 +633,7 @@ mod tests {
         assert_eq!(c.server.shutdown_grace, Duration::from_secs(5));
         assert_eq!(c.server.max_body, 64 << 10);
         assert_eq!(c.server.request_timeout, Duration::from_secs(2));
+        assert_eq!(c.server.max_intake, 8);
         assert_eq!(
             parse_listen("localhost:81").unwrap().to_string(),
             "127.0.0.1:81"
@@ -607,6 +644,10 @@ mod tests {
                 "[server]: `listen`: `example.org` is not an address",
             ),
             ("workers = 0", "[server]: `workers`: must be at least 1"),
+            (
+                "max_intake = 0",
+                "[server]: `max_intake`: must be at least 1",
+            ),
             (
                 "max_body = \"lots\"",
                 "[server]: `max_body`: `lots` is not a size",

@@ -27,6 +27,13 @@ struct Steps {
     open: Vec<StepRecord>,
 }
 
+/// What earlier attempts of a run left: its steps (the journal) and how many log lines.
+#[derive(Debug, Default)]
+pub(super) struct Earlier {
+    pub(super) steps: Vec<StepRecord>,
+    pub(super) last_log_seq: i64,
+}
+
 pub(super) struct RunContext {
     exec: Arc<Inner>,
     runbook: Arc<Prepared>,
@@ -59,8 +66,12 @@ impl RunContext {
         masker: Masker,
         cancel: CancellationToken,
         observer: Option<LogObserver>,
-        earlier_steps: Vec<StepRecord>,
+        earlier: Earlier,
     ) -> Self {
+        let Earlier {
+            steps: earlier_steps,
+            last_log_seq,
+        } = earlier;
         let deadline = Instant::now() + runbook.runbook.policy.timeout;
         let last_seq = earlier_steps.iter().map(|s| s.seq).max().unwrap_or(0);
         let journal = earlier_steps
@@ -86,7 +97,7 @@ impl RunContext {
                 last: last_seq,
                 open: Vec::new(),
             }),
-            log_seq: Arc::new(AtomicI64::new(0)),
+            log_seq: Arc::new(AtomicI64::new(last_log_seq)),
             calls: AtomicI64::new(0),
             journal,
             fence: run.fence,

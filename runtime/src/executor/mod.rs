@@ -279,10 +279,13 @@ impl Executor {
         let masker = Masker::default();
         // The body stops on either signal; which one fired decides how the run is recorded.
         let stop = CancellationToken::new();
-        let journal = if run.attempt > 1 {
-            store.steps(&run.id).await?
+        let earlier = if run.attempt > 1 {
+            context::Earlier {
+                steps: store.steps(&run.id).await?,
+                last_log_seq: store.last_log_seq(&run.id).await?,
+            }
         } else {
-            Vec::new()
+            context::Earlier::default()
         };
         let ctx = Arc::new(RunContext::new(
             self.inner.clone(),
@@ -291,7 +294,7 @@ impl Executor {
             masker.clone(),
             stop.clone(),
             observer,
-            journal,
+            earlier,
         ));
         ctx.log_engine(
             "info",

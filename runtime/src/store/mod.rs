@@ -399,6 +399,17 @@ impl Store {
         Ok(n == 1)
     }
 
+    /// The last log line number of a run (0 when it has none): a resumed run numbers its
+    /// lines after the earlier attempts' lines.
+    pub async fn last_log_seq(&self, run_id: &str) -> anyhow::Result<i64> {
+        self.flush().await?;
+        let row = sqlx::query("SELECT MAX(seq) FROM logs WHERE run_id = $1")
+            .bind(run_id.to_string())
+            .fetch_one(&self.inner.read)
+            .await?;
+        Ok(row.try_get::<Option<i64>, _>(0)?.unwrap_or(0))
+    }
+
     /// Append log lines without waiting for the commit; a later awaited write (such as
     /// [`Store::finish_run`]) commits them too.
     pub fn append_logs(&self, lines: Vec<LogRecord>) {
