@@ -10,6 +10,7 @@
 mod scratch;
 mod support;
 
+mod api;
 mod backup;
 mod cli;
 mod disk_check;

@@ -9,8 +9,10 @@
 //! - [`plugin`]: the WebAssembly plugin host (the only code that names wasmtime);
 //! - [`secret`]: where secret values come from;
 //! - [`builtin`]: the standard plugins embedded at build time;
+//! - [`api`]: the HTTP API of `runloom serve`;
 //! - [`cli`] and [`demo`]: the `runloom` command.
 
+pub mod api;
 pub mod builtin;
 pub mod catalog;
 pub mod cli;

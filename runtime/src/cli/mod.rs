@@ -6,6 +6,8 @@
 mod plugin;
 mod runs;
 mod schedule;
+mod serve;
+mod token;
 
 use crate::config::Config;
 use clap::{Parser, Subcommand};
@@ -123,6 +125,24 @@ pub enum Command {
     Schedule(schedule::ScheduleCommand),
     /// Print the JSON Schema of runbook.toml (for editors; also in runbooks/runbook.schema.json).
     Schema,
+    /// Serve the HTTP API, alert intake, scheduler and workers in one process, until SIGTERM
+    /// or SIGINT (then shut down gracefully).
+    Serve(serve::ServeArgs),
+    /// Pause every runbook: triggered runs are recorded as skipped (rule `paused`) until
+    /// `runloom resume`. Takes effect on a running server at once.
+    Pause {
+        /// Why, shown on every skipped run.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Lift the global pause.
+    Resume,
+    /// Circuit breakers: list them, or reset one.
+    #[command(subcommand)]
+    Breaker(serve::BreakerCommand),
+    /// API bearer tokens: create (the secret is shown once), list, revoke.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
 }
 
 /// Parse arguments, run the subcommand, and return the process exit code.
@@ -170,6 +190,11 @@ async fn dispatch(cli: Cli) -> Outcome {
             println!("{}", crate::runbook::json_schema());
             Ok(ExitCode::Success)
         }
+        Command::Serve(args) => serve::serve(&config, args).await,
+        Command::Pause { reason } => serve::pause(&config, reason).await,
+        Command::Resume => serve::resume(&config).await,
+        Command::Breaker(cmd) => serve::breaker(&config, cmd).await,
+        Command::Token(cmd) => token::run(&config, cmd).await,
     }
 }
 

@@ -369,7 +369,7 @@ pub(super) async fn runs(config: &Config, args: RunsArgs) -> Outcome {
     Ok(ExitCode::Success)
 }
 
-fn local_time(ms: i64) -> String {
+pub(super) fn local_time(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .map(|t| {
             t.with_timezone(&chrono::Local)

@@ -86,6 +86,19 @@ impl Template {
     }
 }
 
+/// The template in its canonical written form, `{{ labels.instance }}`.
+impl std::fmt::Display for Template {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for part in &self.parts {
+            match part {
+                Part::Text(t) => f.write_str(t)?,
+                Part::Path(path) => write!(f, "{{{{ {} }}}}", path.join("."))?,
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,6 +113,10 @@ mod tests {
         .unwrap();
         let ctx = json!({"labels": {"mountpoint": "/var", "exported_instance": "web-1"}});
         assert_eq!(t.render(&ctx), "/var on web-1");
+        assert_eq!(
+            t.to_string(),
+            "{{ labels.mountpoint }} on {{ labels.exported_instance }}"
+        );
         assert!(t.is_dynamic());
         let missing = Template::parse("x{{ labels.nope }}y", &["labels"]).unwrap();
         assert_eq!(missing.render(&ctx), "xy");
