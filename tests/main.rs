@@ -24,6 +24,7 @@ mod patch;
 mod plugin_host;
 mod prometheus_check;
 mod remediate;
+mod runbooks;
 mod runs;
 mod tcp_check;
 mod tls_check;

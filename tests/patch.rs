@@ -29,7 +29,7 @@ fn commands(grants: &[String]) -> Grants {
 /// A stand-in `apt-get`: `-s upgrade` prints a Debian 12 simulation with two security updates
 /// (libssl3, openssl) and one other (bash); applying records its arguments in `calls` and
 /// leaves a marker so the next simulation shows what is left.
-fn fake_apt(dir: &ScratchDir) -> String {
+pub(crate) fn fake_apt(dir: &ScratchDir) -> String {
     let program = dir.join("apt-get");
     let d = dir.path().display();
     write_executable(
@@ -108,7 +108,7 @@ esac
     program.display().to_string()
 }
 
-fn calls(dir: &ScratchDir) -> Vec<String> {
+pub(crate) fn calls(dir: &ScratchDir) -> Vec<String> {
     std::fs::read_to_string(dir.join("calls"))
         .unwrap_or_default()
         .lines()

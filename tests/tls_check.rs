@@ -56,7 +56,7 @@ async fn tls_server(names: &[&str], valid_from: u64, valid_until: u64) -> u16 {
 }
 
 /// A server for `localhost` whose certificate expires in `days` (negative: expired).
-async fn expiring_in(days: i64) -> u16 {
+pub(crate) async fn expiring_in(days: i64) -> u16 {
     let until = now().checked_add_signed(days * DAY as i64).unwrap();
     tls_server(&["localhost"], now() - 400 * DAY, until).await
 }

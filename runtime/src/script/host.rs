@@ -317,6 +317,11 @@ pub(super) fn module() -> Shared<Module> {
     });
     register("secret").set_into_module(&mut module, secret);
     register("history").set_into_module(&mut module, history);
+    register("now").set_into_module(&mut module, now);
+    register("datetime").set_into_module(&mut module, |ms: INT| datetime(ms, "UTC"));
+    register("datetime").set_into_module(&mut module, |ms: INT, zone: ImmutableString| {
+        datetime(ms, &zone)
+    });
     register("fail").set_into_module(&mut module, fail);
 
     register("log").set_into_module(&mut module, log_at(Level::Info));
@@ -381,6 +386,45 @@ fn history(ctx: NativeCallContext, limit: INT) -> HostResult<Dynamic> {
         .block_on(run.api.history(limit))
         .map_err(|e| throw(&e))?;
     value::from_json(serde_json::Value::Array(runs)).map_err(|e| misuse(format!("history: {e}")))
+}
+
+/// Wall-clock time in Unix milliseconds: the clock `history`'s `started_at` is on. A Wasm
+/// body reads the same clock through `wasi:clocks`.
+fn now() -> INT {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// The calendar fields of `ms` (Unix milliseconds) in the IANA time zone `zone`.
+fn datetime(ms: INT, zone: &str) -> HostResult<Map> {
+    use chrono::{Datelike, SecondsFormat, Timelike};
+    let tz: chrono_tz::Tz = zone.parse().map_err(|_| {
+        misuse(format!(
+            "datetime: `{zone}` is not an IANA time zone like \"UTC\" or \"Europe/Berlin\""
+        ))
+    })?;
+    let time = chrono::DateTime::from_timestamp_millis(ms)
+        .ok_or_else(|| misuse(format!("datetime: {ms} ms is out of range")))?
+        .with_timezone(&tz);
+    let mut map = Map::new();
+    let mut set = |key: &str, value: Dynamic| {
+        map.insert(key.into(), value);
+    };
+    set("year", INT::from(time.year()).into());
+    set("month", INT::from(time.month()).into());
+    set("day", INT::from(time.day()).into());
+    set("hour", INT::from(time.hour()).into());
+    set("minute", INT::from(time.minute()).into());
+    set("second", INT::from(time.second()).into());
+    set(
+        "weekday",
+        time.format("%a").to_string().to_lowercase().into(),
+    );
+    set("date", time.format("%Y-%m-%d").to_string().into());
+    set(
+        "text",
+        time.to_rfc3339_opts(SecondsFormat::Secs, true).into(),
+    );
+    Ok(map)
 }
 
 fn fail(ctx: NativeCallContext, reason: Dynamic) -> HostResult<()> {

@@ -29,6 +29,8 @@
 //! | `sleep(duration)` | Waits `"30s"`, `"5m"`, … or a number of seconds; counts toward the run's timeout and ends early when the run is cancelled. |
 //! | `secret(name)` | The value of a secret granted to the runbook (masked in every log and record). |
 //! | `history(n)` | Up to `n` earlier succeeded runs of this runbook, newest first: `#{ id, started_at, params, output }`. |
+//! | `now()` | Wall-clock time in Unix milliseconds (the clock of `history`'s `started_at`). |
+//! | `datetime(ms)`, `datetime(ms, zone)` | Calendar fields of a Unix-ms time in UTC or an IANA zone (`"Europe/Berlin"`): `#{ year, month, day, hour, minute, second, weekday: "sat", date: "2026-11-28", text: "2026-11-28T03:00:00+01:00" }`. |
 //! | `fail(reason)` | Ends the run as failed with `reason`; cannot be caught. |
 //! | `log(msg)`, `info(msg)` | Writes `msg` to the run log at info level; `print(msg)` does the same. |
 //! | `debug(msg)`, `warn(msg)`, `error(msg)` | Writes `msg` to the run log at that level. |

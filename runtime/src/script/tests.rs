@@ -930,3 +930,39 @@ async fn history_returns_earlier_outputs_as_maps() {
         .unwrap();
     assert_eq!(out, json!([2, 1, "r2"]));
 }
+
+#[tokio::test]
+async fn now_is_wall_clock_milliseconds_and_datetime_reads_it_in_a_zone() {
+    let before = chrono::Utc::now().timestamp_millis();
+    let out = run_alone("now()").await.unwrap();
+    let after = chrono::Utc::now().timestamp_millis();
+    let now = out.as_i64().unwrap();
+    assert!(
+        (before..=after).contains(&now),
+        "{before} <= {now} <= {after}"
+    );
+
+    // 2026-03-29T01:30:00Z: the first minutes of summer time in Berlin.
+    let out = run_alone(
+        r#"let t = 1774747800000; [datetime(t), datetime(t, "Europe/Berlin").text, datetime(t, "Europe/Berlin").hour]"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        out,
+        json!([
+            {"year": 2026, "month": 3, "day": 29, "hour": 1, "minute": 30, "second": 0,
+             "weekday": "sun", "date": "2026-03-29", "text": "2026-03-29T01:30:00Z"},
+            "2026-03-29T03:30:00+02:00",
+            3
+        ])
+    );
+    let err = run_alone(r#"datetime(0, "Mars/Olympus")"#)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("`Mars/Olympus` is not an IANA time zone"),
+        "{err}"
+    );
+}
