@@ -590,12 +590,20 @@ impl Scheduler {
                     continue;
                 }
                 let id = trigger_id(index);
-                let last = self
-                    .executor
-                    .store()
-                    .last_scheduled(&rb.name, &id)
-                    .await?
-                    .and_then(DateTime::from_timestamp_millis);
+                // The store knows the last tick any node recorded. Ask it when this scheduler
+                // starts, or finds itself late (it was stalled; other nodes may have gone on);
+                // on time, what it remembers is enough: a tick another node recorded first
+                // is not recorded again whatever this one decides.
+                let late = chrono::Duration::from_std(LATE).unwrap_or(chrono::Duration::MAX);
+                let last = if st.next.is_none_or(|next| now - next > late) {
+                    self.executor
+                        .store()
+                        .last_scheduled(&rb.name, &id)
+                        .await?
+                        .and_then(DateTime::from_timestamp_millis)
+                } else {
+                    None
+                };
                 let schedule = Schedule::of(c);
                 let Some(mut cursor) = last.max(st.floor) else {
                     // A new trigger starts now.
