@@ -189,21 +189,48 @@ fn a_bad_config_file_is_a_definition_error_naming_file_and_line() {
 }
 
 #[test]
-fn demo_checks_a_live_service_and_shows_a_denial() {
+fn demo_runs_the_disk_space_low_loop_from_alert_to_verified_cleanup() {
     let out = runloom(&["demo"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}{}", stderr(&out));
+    // The timeline, in order: the alert, the run and its steps, the notification, the
+    // resolved alert, and the check of what is left.
+    let mut rest = text.as_str();
     for expected in [
-        "hello        0.1.0",
-        "http-check   0.1.0",
-        "action `check` [read]",
-        "healthy endpoint  ok ",
-        "slow endpoint     warning ",
-        "broken endpoint   critical ",
-        "host not granted  denied   plugin `http-check` may not connect to `example.org:443`: not granted",
+        "Alertmanager → POST /hooks/alertmanager: DiskSpaceLow firing for /var on web-1:9100",
+        "alert stored; run ",
+        " of disk-space-low queued (trigger alert:0)",
+        "run started on node `demo`",
+        "▸ measure",
+        "disk-check.check (read) succeeded",
+        "▸ clean up",
+        "remediate.delete-files (mutate) succeeded",
+        "│ /cleanup/tmp: deleted 6 files (17.0 MiB)",
+        "│ /cleanup/logs: deleted 4 files (2.0 MiB)",
+        "▸ verify",
+        "▸ notify",
+        "✉ the webhook received: disk-space-low: /var on web-1:9100 was ",
+        "Deleted 10 files older than 7d, freeing 19.0 MiB; now ",
+        "run succeeded in ",
+        "DiskSpaceLow resolved (1 alert closed, 0 queued runs cancelled, no new run)",
+        "on disk: 10 of 10 old files deleted, 2 of 2 fresh files kept",
+        "in the store: run ",
+        "succeeded, 11 steps",
+        "at the webhook: 1 notification",
+        "\nDone in ",
     ] {
-        assert!(text.contains(expected), "missing `{expected}` in:\n{text}");
+        match rest.find(expected) {
+            Some(at) => rest = &rest[at + expected.len()..],
+            None => panic!("missing `{expected}` (in this order) in:\n{text}"),
+        }
     }
+    // Its scratch directory is gone.
+    let scratch = text
+        .split_once("Setting up in ")
+        .and_then(|(_, after)| after.split_once(" (removed afterwards)"))
+        .map(|(dir, _)| std::path::PathBuf::from(dir))
+        .expect("the demo names its directory");
+    assert!(!scratch.exists(), "{} was left behind", scratch.display());
 }
 
 /// A scratch directory with runbooks and a runloom.toml, for the run-history commands.
