@@ -61,6 +61,16 @@ name = "flaky"
 breaker = 1
 "#;
 
+/// Runs nightly at 03:00 Berlin time.
+const NIGHTLY: &str = r#"
+version = 1
+description = "Nightly chores."
+[[trigger]]
+kind = "cron"
+schedule = "0 3 * * *"
+timezone = "Europe/Berlin"
+"#;
+
 /// Logs three lines with pauses between them.
 const CHATTY: (&str, &str, &str) = (
     "chatty",
@@ -499,24 +509,41 @@ async fn an_overloaded_intake_answers_503_with_retry_after_and_recovers() {
         &[],
     );
     let server = Server::start(&dir, 0).await;
-    // One request holds the only intake slot: its body never finishes arriving.
+    // One request holds the only intake slot: its body never finishes arriving. Probes carry
+    // a body that stores nothing: 422 while they get the slot, 503 once the holder has it.
+    const HOLD: &[u8] = b"POST /hooks/alertmanager HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 5000\r\n\r\n{";
     let mut hold = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
-    hold.write_all(
-        b"POST /hooks/alertmanager HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 5000\r\n\r\n{",
-    )
-    .await
-    .unwrap();
-    let refused = wait_for(Duration::from_secs(10), || async {
+    hold.write_all(HOLD).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let refused = loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the intake never filled up"
+        );
+        // A probe that won the race answered the holder 503: hold again.
+        let mut peek = [0u8; 64];
+        match hold.try_read(&mut peek) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            _ => {
+                hold = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+                hold.write_all(HOLD).await.unwrap();
+            }
+        }
         let response = server
             .http
             .post(server.url("/hooks/alertmanager"))
-            .body(FIRING)
+            .body("{}")
             .send()
             .await
             .unwrap();
-        (response.status() == StatusCode::SERVICE_UNAVAILABLE).then_some(response)
-    })
-    .await;
+        match response.status() {
+            StatusCode::SERVICE_UNAVAILABLE => break response,
+            StatusCode::UNPROCESSABLE_ENTITY => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => panic!("unexpected {other}"),
+        }
+    };
     assert_eq!(refused.headers()["retry-after"], "1");
     let body: Value = refused.json().await.unwrap();
     assert_eq!(error_of(&body).0, "overloaded");
@@ -980,6 +1007,53 @@ async fn the_breaker_shows_in_the_catalogue_and_is_reset_through_the_api_and_the
     server.stop().await;
 }
 
+#[tokio::test]
+async fn schedules_list_each_cron_trigger_with_its_next_fire_times() {
+    let dir = node_dir(
+        "",
+        &[("nightly", NIGHTLY, "1"), ("deploy", DEPLOY, "1")],
+        &[],
+    );
+    let server = Server::start(&dir, 0).await;
+    let (status, list) = server.get("/api/v1/schedules?count=2").await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 1, "only the cron trigger: {list:?}");
+    let nightly = &list[0];
+    assert_eq!(
+        (
+            &nightly["runbook"],
+            &nightly["trigger"],
+            &nightly["schedule"]
+        ),
+        (&json!("nightly"), &json!("cron:0"), &json!("0 3 * * *"))
+    );
+    assert_eq!(nightly["timezone"], "Europe/Berlin");
+    let next = nightly["next"].as_array().unwrap();
+    assert_eq!(next.len(), 2);
+    for t in next {
+        let t = chrono::DateTime::parse_from_rfc3339(t.as_str().unwrap()).unwrap();
+        assert_eq!(t.format("%H:%M").to_string(), "03:00", "{t}");
+    }
+    // The catalogue shows the same trigger with its policies.
+    let (_, catalogue) = server.get("/api/v1/runbooks").await;
+    let rb = catalogue["runbooks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "nightly")
+        .unwrap()
+        .clone();
+    assert_eq!(rb["triggers"][0]["kind"], "cron");
+    assert_eq!(rb["triggers"][0]["overlap"], nightly["overlap"]);
+    let (status, bad) = server.get("/api/v1/schedules?count=many").await;
+    assert_eq!(
+        (status, error_of(&bad).0),
+        (StatusCode::BAD_REQUEST, "bad_request")
+    );
+    server.stop().await;
+}
+
 // ---- tokens and scopes -------------------------------------------------------------------
 
 /// Who calls, in the route × scope table.
@@ -995,7 +1069,11 @@ enum Who {
 async fn every_route_answers_every_scope_as_the_scope_table_says() {
     let dir = node_dir(
         "",
-        &[("disk", DISK_ALERT, "1"), ("deploy", DEPLOY, "1")],
+        &[
+            ("disk", DISK_ALERT, "1"),
+            ("deploy", DEPLOY, "1"),
+            ("nightly", NIGHTLY, "1"),
+        ],
         &[],
     );
     let server = Server::start(&dir, 0).await;
@@ -1031,6 +1109,7 @@ async fn every_route_answers_every_scope_as_the_scope_table_says() {
         ),
         ("GET", "/api/v1/runbooks".into(), "", Some("read")),
         ("GET", "/api/v1/plugins".into(), "", Some("read")),
+        ("GET", "/api/v1/schedules".into(), "", Some("read")),
         (
             "POST",
             "/api/v1/runbooks/deploy/runs".into(),

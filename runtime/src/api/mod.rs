@@ -125,6 +125,7 @@ pub fn router(node: Arc<Node>, settings: Settings) -> Router {
         .route("/api/v1/runs/{id}/logs", get(routes::logs))
         .route("/api/v1/runbooks", get(routes::runbooks))
         .route("/api/v1/plugins", get(routes::plugins))
+        .route("/api/v1/schedules", get(routes::schedules))
         .route("/metrics", get(routes::metrics));
     let run = Router::new()
         .route("/api/v1/runbooks/{name}/runs", post(routes::start_run))

@@ -6,8 +6,9 @@ use super::error::ApiError;
 use super::{AppState, sse};
 use crate::catalog::{Body, Prepared};
 use crate::run::{RunRecord, RunStatus, StepRecord};
-use crate::runbook::{Missed, Overlap, Trigger};
+use crate::runbook::{Missed, Trigger};
 use crate::store::RunFilter;
+use crate::trigger::cron;
 use axum::Json;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -116,24 +117,18 @@ fn duration(d: std::time::Duration) -> String {
 
 fn trigger_json(t: &Trigger) -> Value {
     match t {
-        Trigger::Cron(c) => {
-            let (missed, window) = match c.missed {
-                Missed::Skip => ("skip", None),
-                Missed::RunOnce { window } => ("run_once", Some(duration(window))),
-            };
-            json!({
-                "kind": "cron",
-                "schedule": c.schedule,
-                "timezone": c.timezone.name(),
-                "missed": missed,
-                "missed_window": window,
-                "overlap": match c.overlap {
-                    Overlap::Skip => "skip",
-                    Overlap::QueueOne => "queue_one",
-                    Overlap::Allow => "allow",
-                },
-            })
-        }
+        Trigger::Cron(c) => json!({
+            "kind": "cron",
+            "schedule": c.schedule,
+            "timezone": c.timezone.name(),
+            "dst": cron::kind(&c.cron),
+            "missed": cron::missed_word(c.missed),
+            "missed_window": match c.missed {
+                Missed::Skip => None,
+                Missed::RunOnce { window } => Some(duration(window)),
+            },
+            "overlap": cron::overlap_word(c.overlap),
+        }),
         Trigger::Alert(a) => json!({
             "kind": "alert",
             "matchers": a.matchers.iter().map(ToString::to_string).collect::<Vec<_>>(),
@@ -455,6 +450,27 @@ pub(super) async fn plugins(State(state): State<AppState>) -> ApiResult {
         .map(|p| json!({ "origin": p.origin, "error": p.error }))
         .collect();
     Ok(Json(json!({ "plugins": plugins, "errors": errors })).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SchedulesQuery {
+    count: Option<usize>,
+}
+
+/// Most fire times listed per trigger.
+const MAX_FIRE_TIMES: usize = 100;
+
+/// `GET /api/v1/schedules?count=N`: each cron trigger with its policies and next `N` fire
+/// times (default 5), as `runloom schedule list --json` shows them.
+pub(super) async fn schedules(
+    State(state): State<AppState>,
+    q: Result<Query<SchedulesQuery>, QueryRejection>,
+) -> ApiResult {
+    let q = query(q)?;
+    let count = q.count.unwrap_or(5).min(MAX_FIRE_TIMES);
+    let list = cron::schedules(&state.node.catalog, chrono::Utc::now(), count);
+    Ok(Json(list).into_response())
 }
 
 // ---- the safety switches -----------------------------------------------------------------
