@@ -13,6 +13,7 @@ mod support;
 mod api;
 mod backup;
 mod cli;
+mod cluster;
 mod cron;
 mod disk_check;
 mod host_capabilities;
