@@ -475,7 +475,7 @@ async fn malformed_wrong_version_and_oversized_payloads_get_4xx_and_store_nothin
     // A body without a length, growing past the limit, is cut off the same way.
     let chunk = format!("{:x}\r\n{}\r\n", 20 << 10, " ".repeat(20 << 10));
     let request = format!(
-        "POST /hooks/alertmanager HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n{chunk}0\r\n\r\n"
+        "POST /hooks/alertmanager HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n{chunk}0\r\n\r\n"
     );
     let raw = raw_exchange(&server.addr(), request.as_bytes(), Duration::from_secs(5)).await;
     assert!(raw.starts_with("HTTP/1.1 413"), "{raw}");
@@ -511,7 +511,7 @@ async fn an_overloaded_intake_answers_503_with_retry_after_and_recovers() {
     let server = Server::start(&dir, 0).await;
     // One request holds the only intake slot: its body never finishes arriving. Probes carry
     // a body that stores nothing: 422 while they get the slot, 503 once the holder has it.
-    const HOLD: &[u8] = b"POST /hooks/alertmanager HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 5000\r\n\r\n{";
+    const HOLD: &[u8] = b"POST /hooks/alertmanager HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: 5000\r\n\r\n{";
     let mut hold = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
     hold.write_all(HOLD).await.unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -565,7 +565,7 @@ async fn a_request_that_takes_too_long_is_answered_503_and_changes_nothing() {
     let server = Server::start(&dir, 0).await;
     let raw = raw_exchange(
         &server.addr(),
-        b"POST /api/v1/runbooks/chatty/runs HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n{\"params\"",
+        b"POST /api/v1/runbooks/chatty/runs HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: 100\r\n\r\n{\"params\"",
         Duration::from_secs(5),
     )
     .await;
@@ -1288,6 +1288,37 @@ async fn tokens_created_listed_and_revoked_with_the_cli_take_effect_on_a_running
     assert!(text(&out.stderr).contains("`root` is not a scope"));
     let out = server.cli(&["token", "revoke", "nope"]).await;
     assert_eq!(out.status.code(), Some(2));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn without_tokens_a_web_page_cannot_drive_a_loopback_server() {
+    let dir = node_dir("", &[("deploy", DEPLOY, "1")], &[]);
+    let server = Server::start(&dir, 0).await;
+    // A cross-site form post from a page in the operator's browser.
+    let (status, answer) = answer(
+        server
+            .request(reqwest::Method::POST, "/api/v1/runbooks/deploy/runs", None)
+            .header("origin", "https://evil.example")
+            .header("content-type", "text/plain")
+            .body("{}"),
+    )
+    .await;
+    assert_eq!(
+        (status, error_of(&answer).0),
+        (StatusCode::FORBIDDEN, "forbidden")
+    );
+    // A DNS-rebound name pointing at 127.0.0.1.
+    let raw = raw_exchange(
+        &server.addr(),
+        b"GET /api/v1/runs HTTP/1.1\r\nhost: rebind.evil.example:8080\r\nconnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(raw.starts_with("HTTP/1.1 403"), "{raw}");
+    assert!(server.runs().await.is_empty());
+    // Tools (curl, Alertmanager, the CLI) send neither: they are answered.
+    assert_eq!(server.get("/api/v1/runs").await.0, StatusCode::OK);
     server.stop().await;
 }
 

@@ -13,7 +13,7 @@
 use super::error::ApiError;
 use crate::store::{Store, TokenRecord};
 use axum::http::HeaderMap;
-use axum::http::header::AUTHORIZATION;
+use axum::http::header::{AUTHORIZATION, HOST, ORIGIN};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -93,6 +93,34 @@ impl std::str::FromStr for Scope {
     }
 }
 
+/// Without tokens, a loopback server would take whatever a web page in the operator's browser
+/// sends it: a cross-site form post, or a DNS-rebound name that resolves to 127.0.0.1. So it
+/// answers only requests that no browser page sent (no `Origin`) addressed to a loopback
+/// name or an address (`Host`). With tokens this is moot: a browser never adds the bearer
+/// header on its own.
+fn open_to(headers: &HeaderMap) -> Result<(), ApiError> {
+    if headers.contains_key(ORIGIN) {
+        return Err(ApiError::forbidden(
+            "requests from web pages need a token while none exists (create one with `runloom token create`)",
+        ));
+    }
+    let host = headers
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default();
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    if name.is_empty() || name == "localhost" || name.parse::<std::net::IpAddr>().is_ok() {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(format!(
+            "`Host: {host}` is not this machine's loopback name; without tokens only `localhost` or an address is answered"
+        )))
+    }
+}
+
 /// Who made a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Caller {
@@ -153,6 +181,7 @@ impl Auth {
     ) -> Result<Caller, ApiError> {
         let Some(value) = headers.get(AUTHORIZATION) else {
             if !self.always && self.active_tokens().await? == 0 {
+                open_to(headers)?;
                 return Ok(Caller::Open);
             }
             return Err(ApiError::unauthorized(format!(
@@ -263,6 +292,27 @@ impl Auth {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn without_tokens_only_requests_no_web_page_sent_to_a_loopback_name_are_answered() {
+        let with = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.insert(*k, axum::http::HeaderValue::from_static(v));
+            }
+            open_to(&h).is_ok()
+        };
+        assert!(with(&[]));
+        assert!(with(&[("host", "127.0.0.1:8080")]));
+        assert!(with(&[("host", "localhost:8080")]));
+        assert!(with(&[("host", "[::1]:8080")]));
+        assert!(with(&[("host", "localhost")]));
+        assert!(!with(&[("host", "rebind.attacker.example:8080")]));
+        assert!(!with(&[
+            ("host", "127.0.0.1:8080"),
+            ("origin", "https://evil.example")
+        ]));
+    }
 
     #[test]
     fn scopes_nest_except_alert_which_only_reaches_the_intake() {
