@@ -62,7 +62,7 @@ pub struct ServerFile {
     /// store. Default: the hostname and a random suffix.
     pub name: Option<String>,
     /// How long a node's claim on a run lasts without renewal (renewed every quarter of it);
-    /// on PostgreSQL a crashed node's runs go back to the queue after it, e.g. `"8s"` (the
+    /// on PostgreSQL a crashed node's runs go back to the queue after it, e.g. `"6s"` (the
     /// default).
     pub lease: Option<String>,
     /// How long a graceful shutdown lets running runs finish before putting them back in the
@@ -215,7 +215,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             workers: 16,
             name: None,
-            lease: Duration::from_secs(8),
+            lease: Duration::from_secs(6),
             shutdown_grace: Duration::from_secs(30),
             max_body: 1 << 20,
             request_timeout: Duration::from_secs(30),

@@ -53,7 +53,7 @@ impl Default for NodeOptions {
             name: default_node_name(),
             workers: 16,
             poll: Duration::from_millis(500),
-            lease: Duration::from_secs(8),
+            lease: Duration::from_secs(6),
             shutdown_grace: Duration::from_secs(30),
             schedule: true,
         }
