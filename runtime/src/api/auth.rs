@@ -20,7 +20,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// How long a token lookup (and the count of active tokens) is trusted.
-pub const CACHE_TTL: Duration = Duration::from_secs(2);
+pub(crate) const CACHE_TTL: Duration = Duration::from_secs(2);
 
 /// How often a token's `last_used_at` is written.
 const TOUCH_EVERY: Duration = Duration::from_secs(60);
@@ -133,6 +133,16 @@ pub(crate) enum Caller {
         /// Its name.
         name: String,
     },
+}
+
+/// For log lines: which token (by name and id, never the secret).
+impl std::fmt::Display for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Caller::Open => f.write_str("a local request (no tokens exist)"),
+            Caller::Token { id, name } => write!(f, "token `{name}` ({id})"),
+        }
+    }
 }
 
 struct Cached<T> {

@@ -2,8 +2,8 @@
 //! the runbook and plugin catalogues, schedules, the safety switches (pause, resume, breaker
 //! reset), `/healthz` and `/metrics`. Start reading at [`router`].
 //!
-//! Every route but `/healthz` goes through one authorisation check ([`auth`]) with the scope
-//! the route needs; every error is one JSON shape ([`error`]); bodies are capped at
+//! Every route but `/healthz` goes through one authorisation check (`auth.rs`) with the scope
+//! the route needs; every error is one JSON shape (`error.rs`); bodies are capped at
 //! `[server] max_body` before they are buffered; answers are bounded by
 //! `[server] request_timeout` (a log stream, once started, is not).
 //!
@@ -11,7 +11,7 @@
 //! only after what it carried is durably stored, and 5xx only when a retry may succeed
 //! (Alertmanager retries 5xx and drops 4xx).
 
-pub mod auth;
+mod auth;
 mod error;
 mod routes;
 mod sse;

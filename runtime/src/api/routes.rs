@@ -485,7 +485,7 @@ struct PauseBody {
 /// `paused`) until resumed.
 pub(super) async fn pause(
     State(state): State<AppState>,
-    caller: axum::Extension<Caller>,
+    axum::Extension(caller): axum::Extension<Caller>,
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> ApiResult {
@@ -495,21 +495,24 @@ pub(super) async fn pause(
         .reason
         .map(|r| r.trim().to_string())
         .filter(|r| !r.is_empty())
-        .unwrap_or_else(|| match &caller.0 {
+        .unwrap_or_else(|| match &caller {
             Caller::Token { name, .. } => format!("paused through the API by token `{name}`"),
             Caller::Open => "paused through the API".to_string(),
         });
     state.node.store.set_paused(Some(&reason)).await?;
-    tracing::warn!(reason = %reason, "runloom paused");
+    tracing::warn!(reason = %reason, by = %caller, "runloom paused");
     Ok(Json(json!({ "paused": true, "paused_reason": reason })).into_response())
 }
 
 /// `POST /api/v1/resume`: lift the global pause.
-pub(super) async fn resume(State(state): State<AppState>) -> ApiResult {
+pub(super) async fn resume(
+    State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+) -> ApiResult {
     let was = state.node.store.paused().await?;
     state.node.store.set_paused(None).await?;
     if was.is_some() {
-        tracing::warn!("runloom resumed");
+        tracing::warn!(by = %caller, "runloom resumed");
     }
     Ok(Json(json!({ "paused": false, "was_paused": was.is_some() })).into_response())
 }
@@ -517,6 +520,7 @@ pub(super) async fn resume(State(state): State<AppState>) -> ApiResult {
 /// `POST /api/v1/runbooks/{name}/breaker/reset`: close the runbook's circuit breaker.
 pub(super) async fn reset_breaker(
     State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
     name: Result<Path<String>, PathRejection>,
 ) -> ApiResult {
     let name = path(name)?;
@@ -533,7 +537,7 @@ pub(super) async fn reset_breaker(
     }
     let was_open = state.node.store.reset_breaker(&name).await?;
     if was_open {
-        tracing::warn!(runbook = %name, "circuit breaker reset");
+        tracing::warn!(runbook = %name, by = %caller, "circuit breaker reset");
     }
     Ok(Json(json!({ "runbook": name, "was_open": was_open })).into_response())
 }
