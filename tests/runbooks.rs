@@ -964,7 +964,7 @@ async fn cert_expiry_notifies_the_certificates_expiring_within_n_days() {
     let text = sent[1]["text"].as_str().unwrap();
     assert!(
         text.starts_with(
-            "cert-expiry: 0 of 2 certificates expire within 5 days, 1 endpoints could not be checked:\n"
+            "cert-expiry: 0 of 2 certificates expire within 5 days, 1 endpoint could not be checked:\n"
         ) && text.contains(&format!("localhost:{closed_port}: could not be checked: ")),
         "{text}"
     );
@@ -996,9 +996,10 @@ async fn capacity_report_fits_a_trend_through_its_history_and_estimates_when_ful
         data.display()
     );
     let site = Site::start(&["capacity-report"], &grants).await;
-    let grow = |n: u32| std::fs::write(data.join(format!("day-{n}")), vec![1u8; 16 << 20]);
+    // 4 MiB a day: four days fit in the 64 MiB /dev/shm of a default Docker container.
+    let grow = |n: u32| std::fs::write(data.join(format!("day-{n}")), vec![1u8; 4 << 20]);
 
-    // Three earlier days, 16 MiB more each day.
+    // Three earlier days, 4 MiB more each day.
     let mut earlier = Vec::new();
     for day in 1..=3 {
         grow(day).unwrap();
@@ -1038,7 +1039,7 @@ async fn capacity_report_fits_a_trend_through_its_history_and_estimates_when_ful
     assert_eq!(disk["samples"], 4, "{out:#}");
     assert_eq!(disk["span_days"], 3.0);
     let growth = disk["growth_bytes_per_day"].as_f64().unwrap();
-    let expected = (16 << 20) as f64;
+    let expected = (4 << 20) as f64;
     assert!(
         (growth - expected).abs() < expected * 0.02,
         "growth {growth} B/day, expected {expected}: {out:#}"
@@ -1052,7 +1053,7 @@ async fn capacity_report_fits_a_trend_through_its_history_and_estimates_when_ful
     );
     let estimate = disk["estimate"].as_str().unwrap();
     assert!(
-        estimate.starts_with("+16.0 MiB/day over 3.0 days: full in "),
+        estimate.starts_with("+4.0 MiB/day over 3.0 days: full in "),
         "{estimate}"
     );
     let memory = &out["trends"][1];
