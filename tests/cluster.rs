@@ -300,6 +300,18 @@ async fn three_nodes_share_the_queue_cron_ticks_and_alerts_each_exactly_once() {
     );
 
     // Every cron tick while three nodes ran produced one run, and no tick was dropped.
+    wait_for(Duration::from_secs(30), || {
+        let store = store.clone();
+        async move {
+            let mut db = PgConnection::connect(&store).await.unwrap();
+            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE runbook = 'ticker'")
+                .fetch_one(&mut db)
+                .await
+                .unwrap();
+            (n >= 4).then_some(())
+        }
+    })
+    .await;
     let ticks: Vec<i64> = sqlx::query_scalar(
         "SELECT scheduled_at FROM runs WHERE runbook = 'ticker' ORDER BY scheduled_at",
     )

@@ -204,7 +204,9 @@ pub(crate) fn node_dir(extra: &str, runbooks: &[(&str, &str, &str)], fixtures: &
         extra.replace("{dir}", &dir.display().to_string())
     );
     std::fs::write(dir.join("runloom.toml"), text).unwrap();
-    // Share compiled plugins with the rest of the suite.
+    // Share compiled plugins with the rest of the suite (the link must not dangle, or every
+    // node compiles every plugin again).
+    std::fs::create_dir_all(cache_dir()).unwrap();
     let _ = std::os::unix::fs::symlink(cache_dir(), dir.join("data/cache"));
     dir
 }

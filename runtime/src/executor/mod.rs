@@ -361,13 +361,12 @@ impl Executor {
             return Ok(store.get_run(&run.id).await?);
         }
         let end = ctx.finish(outcome).await;
-        if !store.finish_run(&end, run.fence).await? {
+        if !store
+            .finish_claimed_run(&end, run.fence, &run.runbook, policy.breaker)
+            .await?
+        {
             tracing::warn!(run = %run.id, fence = run.fence, status = end.status.as_str(), "result not recorded: another node claimed the run after this node's lease lapsed");
-            return Ok(store.get_run(&run.id).await?);
         }
-        store
-            .record_outcome(&run.runbook, end.status, policy.breaker)
-            .await?;
         Ok(store.get_run(&run.id).await?)
     }
 }

@@ -102,6 +102,29 @@ fn setup<'c>(
     })
 }
 
+/// The fenced end of a run: see [`Store::finish_run`].
+async fn finish_in(
+    conn: &mut sqlx::AnyConnection,
+    e: RunEnd,
+    fence: i64,
+) -> Result<u64, sqlx::Error> {
+    sqlx::query(
+        "UPDATE runs SET status = $1, output = $2, reason = $3, error_kind = $4, blame = $5, \
+         ended_at = $6, lease_until = NULL WHERE id = $7 AND fence = $8 AND status = 'running'",
+    )
+    .bind(e.status.as_str())
+    .bind(e.output.map(|o| o.to_string()))
+    .bind(e.reason)
+    .bind(e.error_kind)
+    .bind(e.blame)
+    .bind(e.ended_at)
+    .bind(e.id)
+    .bind(fence)
+    .execute(conn)
+    .await
+    .map(|r| r.rows_affected())
+}
+
 /// The default store URL for a data directory.
 pub fn default_url(data_dir: &Path) -> String {
     format!("sqlite://{}", data_dir.join("runloom.db").display())
@@ -258,23 +281,7 @@ impl Store {
         let n = self
             .write(Box::new(move |conn| {
                 let e = e.clone();
-                Box::pin(async move {
-                    sqlx::query(
-                        "UPDATE runs SET status = $1, output = $2, reason = $3, error_kind = $4, blame = $5, \
-                         ended_at = $6, lease_until = NULL WHERE id = $7 AND fence = $8 AND status = 'running'",
-                    )
-                    .bind(e.status.as_str())
-                    .bind(e.output.map(|o| o.to_string()))
-                    .bind(e.reason)
-                    .bind(e.error_kind)
-                    .bind(e.blame)
-                    .bind(e.ended_at)
-                    .bind(e.id)
-                    .bind(fence)
-                    .execute(conn)
-                    .await
-                    .map(|r| r.rows_affected())
-                })
+                Box::pin(async move { finish_in(conn, e, fence).await })
             }))
             .await?;
         Ok(n == 1)

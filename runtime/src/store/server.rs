@@ -121,22 +121,19 @@ async fn admit_in(
     }
     let now = run.queued_at;
     let mut facts = Facts::default();
-    if let Some(row) = sqlx::query("SELECT value FROM settings WHERE name = 'paused'")
-        .fetch_optional(&mut *conn)
-        .await?
-    {
-        facts.paused = Some(row.try_get::<String, _>(0)?);
-    }
-    if let Some(row) = sqlx::query(
-        "SELECT consecutive_failures, breaker_open_since FROM runbook_state WHERE runbook = $1",
+    // The global pause and the runbook's breaker, in one statement: admission is on every
+    // triggered run's path.
+    let row = sqlx::query(
+        "SELECT s.value, r.consecutive_failures, r.breaker_open_since FROM (SELECT 1 AS one) AS o \
+         LEFT JOIN settings s ON s.name = 'paused' \
+         LEFT JOIN runbook_state r ON r.runbook = $1",
     )
     .bind(run.runbook.clone())
-    .fetch_optional(&mut *conn)
-    .await?
-    {
-        facts.consecutive_failures = row.try_get(0)?;
-        facts.breaker_open_since = row.try_get(1)?;
-    }
+    .fetch_one(&mut *conn)
+    .await?;
+    facts.paused = row.try_get(0)?;
+    facts.consecutive_failures = row.try_get::<Option<i64>, _>(1)?.unwrap_or(0);
+    facts.breaker_open_since = row.try_get(2)?;
     if let Some(limit) = a.rules.rate_limit {
         let since = now - i64::try_from(limit.window.as_millis()).unwrap_or(i64::MAX);
         let row = sqlx::query(
@@ -496,62 +493,30 @@ impl Store {
         .await
     }
 
-    /// After a run ends: count consecutive failures of its runbook and open the breaker at
-    /// `threshold`; a success closes the count.
-    pub async fn record_outcome(
+    /// Record how a claimed run ended (fenced, as [`Store::finish_run`]) and count it for its
+    /// runbook's breaker, in one write. Returns whether it was recorded.
+    pub async fn finish_claimed_run(
         &self,
+        end: &super::RunEnd,
+        fence: i64,
         runbook: &str,
-        status: RunStatus,
         threshold: Option<u32>,
-    ) -> anyhow::Result<()> {
-        let failed = matches!(
-            status,
-            RunStatus::Failed | RunStatus::Errored | RunStatus::TimedOut
-        );
-        if !failed && status != RunStatus::Succeeded {
-            return Ok(());
-        }
-        let runbook = runbook.to_string();
-        self.write(Box::new(move |conn| {
-            let runbook = runbook.clone();
-            Box::pin(async move {
-                let now = now_ms();
-                sqlx::query(
-                    "INSERT INTO runbook_state (runbook, consecutive_failures) VALUES ($1, 0) \
-                     ON CONFLICT (runbook) DO NOTHING",
-                )
-                .bind(runbook.clone())
-                .execute(&mut *conn)
-                .await?;
-                if !failed {
-                    return sqlx::query("UPDATE runbook_state SET consecutive_failures = 0 WHERE runbook = $1")
-                        .bind(runbook)
-                        .execute(&mut *conn)
-                        .await
-                        .map(|r| r.rows_affected());
-                }
-                sqlx::query(
-                    "UPDATE runbook_state SET consecutive_failures = consecutive_failures + 1 WHERE runbook = $1",
-                )
-                .bind(runbook.clone())
-                .execute(&mut *conn)
-                .await?;
-                let Some(threshold) = threshold else { return Ok(1) };
-                sqlx::query(
-                    "UPDATE runbook_state SET breaker_open_since = $1, \
-                     breaker_reason = 'consecutive failures reached the breaker threshold' \
-                     WHERE runbook = $2 AND consecutive_failures >= $3 AND breaker_open_since IS NULL",
-                )
-                .bind(now)
-                .bind(runbook)
-                .bind(i64::from(threshold))
-                .execute(&mut *conn)
-                .await
-                .map(|r| r.rows_affected())
-            })
-        }))
-        .await?;
-        Ok(())
+    ) -> anyhow::Result<bool> {
+        let (end, runbook) = (end.clone(), runbook.to_string());
+        let n = self
+            .write(Box::new(move |conn| {
+                let (end, runbook) = (end.clone(), runbook.clone());
+                Box::pin(async move {
+                    let status = end.status;
+                    if super::finish_in(conn, end, fence).await? == 0 {
+                        return Ok(0);
+                    }
+                    outcome_in(conn, &runbook, status, threshold).await?;
+                    Ok(1)
+                })
+            }))
+            .await?;
+        Ok(n == 1)
     }
 
     /// Close a runbook's breaker and clear its failure count. True if it was open.
@@ -697,34 +662,43 @@ async fn ingest_in(
     repeat_runs: &[(RunRecord, Admission)],
 ) -> Result<AlertOutcome, sqlx::Error> {
     let now = now_ms();
-    let existing =
+    let firing = alert.status == "firing";
+    // A firing alert is usually new: try to insert it first, and look at what is stored only
+    // when it was already there.
+    let inserted = firing
+        && sqlx::query(
+            "INSERT INTO alerts (fingerprint, starts_at, status, labels, annotations, ends_at, generator_url, \
+             receiver, group_key, first_seen, last_seen) VALUES ($1, $2, 'firing', $3, $4, $5, $6, $7, $8, $9, $10) \
+             ON CONFLICT (fingerprint, starts_at) DO NOTHING",
+        )
+        .bind(alert.fingerprint.clone())
+        .bind(alert.starts_at.clone())
+        .bind(alert.labels.to_string())
+        .bind(alert.annotations.to_string())
+        .bind(alert.ends_at.clone())
+        .bind(alert.generator_url.clone())
+        .bind(alert.receiver.clone())
+        .bind(alert.group_key.clone())
+        .bind(now)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected()
+            == 1;
+    let existing = if inserted {
+        None
+    } else {
         sqlx::query("SELECT status FROM alerts WHERE fingerprint = $1 AND starts_at = $2")
             .bind(alert.fingerprint.clone())
             .bind(alert.starts_at.clone())
             .fetch_optional(&mut *conn)
             .await?
             .map(|r| r.try_get::<String, _>(0))
-            .transpose()?;
+            .transpose()?
+    };
     let mut outcome = AlertOutcome::default();
-    let firing = alert.status == "firing";
     let runs: &[(RunRecord, Admission)] = match (firing, existing.as_deref()) {
         (true, None) => {
-            sqlx::query(
-                "INSERT INTO alerts (fingerprint, starts_at, status, labels, annotations, ends_at, generator_url, \
-                 receiver, group_key, first_seen, last_seen) VALUES ($1, $2, 'firing', $3, $4, $5, $6, $7, $8, $9, $10)",
-            )
-            .bind(alert.fingerprint.clone())
-            .bind(alert.starts_at.clone())
-            .bind(alert.labels.to_string())
-            .bind(alert.annotations.to_string())
-            .bind(alert.ends_at.clone())
-            .bind(alert.generator_url.clone())
-            .bind(alert.receiver.clone())
-            .bind(alert.group_key.clone())
-            .bind(now)
-            .bind(now)
-            .execute(&mut *conn)
-            .await?;
             outcome.disposition = "new".into();
             new_runs
         }
@@ -853,22 +827,21 @@ async fn claim_in(
                 .await?;
         }
     }
+    // Running runs per runbook and the lock keys they hold, in one statement.
     let mut running: HashMap<String, i64> = HashMap::new();
-    for r in
-        sqlx::query("SELECT runbook, COUNT(*) FROM runs WHERE status = 'running' GROUP BY runbook")
-            .fetch_all(&mut *conn)
-            .await?
-    {
-        running.insert(r.try_get(0)?, r.try_get(1)?);
-    }
     let mut held: HashSet<(String, String)> = HashSet::new();
     for r in sqlx::query(
-        "SELECT runbook, lock_key FROM runs WHERE status = 'running' AND lock_key IS NOT NULL",
+        "SELECT runbook, lock_key, COUNT(*) FROM runs WHERE status = 'running' GROUP BY runbook, lock_key",
     )
     .fetch_all(&mut *conn)
     .await?
     {
-        held.insert((r.try_get(0)?, r.try_get(1)?));
+        let runbook: String = r.try_get(0)?;
+        let n: i64 = r.try_get(2)?;
+        if let Some(key) = r.try_get::<Option<String>, _>(1)? {
+            held.insert((runbook.clone(), key));
+        }
+        *running.entry(runbook).or_default() += n;
     }
     let ids = safety::startable(&waiting, &running, &held, max);
     if ids.is_empty() {
@@ -897,4 +870,58 @@ async fn claim_in(
         .map(|r| r.try_get::<String, _>(0))
         .collect::<Result<_, _>>()?;
     Ok(ids.into_iter().filter(|id| claimed.contains(id)).collect())
+}
+
+/// Count a run's outcome for its runbook's breaker: a failure adds one and opens the breaker at
+/// `threshold`; a success clears the count.
+async fn outcome_in(
+    conn: &mut AnyConnection,
+    runbook: &str,
+    status: RunStatus,
+    threshold: Option<u32>,
+) -> Result<u64, sqlx::Error> {
+    let failed = matches!(
+        status,
+        RunStatus::Failed | RunStatus::Errored | RunStatus::TimedOut
+    );
+    if !failed {
+        if status != RunStatus::Succeeded {
+            return Ok(0);
+        }
+        // No row means no failures to clear.
+        return sqlx::query(
+            "UPDATE runbook_state SET consecutive_failures = 0 WHERE runbook = $1 AND consecutive_failures <> 0",
+        )
+        .bind(runbook.to_string())
+        .execute(&mut *conn)
+        .await
+        .map(|r| r.rows_affected());
+    }
+    sqlx::query(
+        "INSERT INTO runbook_state (runbook, consecutive_failures) VALUES ($1, 0) \
+         ON CONFLICT (runbook) DO NOTHING",
+    )
+    .bind(runbook.to_string())
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "UPDATE runbook_state SET consecutive_failures = consecutive_failures + 1 WHERE runbook = $1",
+    )
+    .bind(runbook.to_string())
+    .execute(&mut *conn)
+    .await?;
+    let Some(threshold) = threshold else {
+        return Ok(1);
+    };
+    sqlx::query(
+        "UPDATE runbook_state SET breaker_open_since = $1, \
+         breaker_reason = 'consecutive failures reached the breaker threshold' \
+         WHERE runbook = $2 AND consecutive_failures >= $3 AND breaker_open_since IS NULL",
+    )
+    .bind(now_ms())
+    .bind(runbook.to_string())
+    .bind(i64::from(threshold))
+    .execute(&mut *conn)
+    .await
+    .map(|r| r.rows_affected())
 }
