@@ -268,13 +268,13 @@ impl RunContext {
                 step.blame = Some(e.blame.clone());
             }
         }
-        if let Err(e) = self
-            .exec
-            .store
-            .finish_step(&step, self.fence)
-            .await
-            .map(|held| self.still_held(held))
-        {
+        let store = &self.exec.store;
+        let recorded = if step.action_kind.as_deref() == Some("read") {
+            store.insert_step(&step, self.fence).await
+        } else {
+            store.finish_step(&step, self.fence).await
+        };
+        if let Err(e) = recorded.map(|held| self.still_held(held)) {
             tracing::error!(run = %self.run_id, error = %e, "cannot record a step");
         }
     }
@@ -429,12 +429,15 @@ impl RunApi for RunContext {
                 "input": input,
             }));
         }
-        if let Err(e) = self
-            .exec
-            .store
-            .insert_step(&step, self.fence)
-            .await
-            .map(|held| self.still_held(held))
+        // A mutation is recorded before it is invoked: the journal must know it was attempted.
+        // A read is recorded once, when it ends (one write instead of two on every check).
+        if kind == ActionKind::Mutate
+            && let Err(e) = self
+                .exec
+                .store
+                .insert_step(&step, self.fence)
+                .await
+                .map(|held| self.still_held(held))
         {
             return Err(StepError::new(
                 "engine",

@@ -320,10 +320,10 @@ impl Store {
         if max == 0 {
             return Ok(Vec::new());
         }
-        let ids = match self.backend() {
+        let claimed = match self.backend() {
             Backend::Sqlite => {
                 let node = node.to_string();
-                let ids: Arc<Mutex<Vec<String>>> = Arc::default();
+                let ids: Arc<Mutex<Vec<(String, i64)>>> = Arc::default();
                 let slot = ids.clone();
                 self.write(Box::new(move |conn| {
                     let (node, slot) = (node.clone(), slot.clone());
@@ -348,7 +348,15 @@ impl Store {
                 ids
             }
         };
-        self.runs_by_id(&ids).await
+        // Read the records after the claim, and keep only those still held by this claim: if
+        // this node stalled in between, another node may have taken a run over already.
+        let ids: Vec<String> = claimed.iter().map(|(id, _)| id.clone()).collect();
+        let fences: HashMap<String, i64> = claimed.into_iter().collect();
+        let runs = self.runs_by_id(&ids).await?;
+        Ok(runs
+            .into_iter()
+            .filter(|r| fences.get(&r.id) == Some(&r.fence) && r.node.as_deref() == Some(node))
+            .collect())
     }
 
     /// Runs by id, in the order given.
@@ -785,7 +793,7 @@ async fn claim_in(
     node: &str,
     max: usize,
     lease_ms: i64,
-) -> Result<Vec<String>, sqlx::Error> {
+) -> Result<Vec<(String, i64)>, sqlx::Error> {
     // Look past the first `max` candidates: some may be held back by their runbook's limits.
     let candidates = (max * 8).clamp(64, 1000);
     let select = match backend {
@@ -845,7 +853,7 @@ async fn claim_in(
     }
     let ids = safety::startable(&waiting, &running, &held, max);
     if ids.is_empty() {
-        return Ok(ids);
+        return Ok(Vec::new());
     }
     let now = now_ms();
     let list = (4..4 + ids.len())
@@ -854,7 +862,7 @@ async fn claim_in(
         .join(", ");
     let sql = format!(
         "UPDATE runs SET status = 'running', started_at = $1, attempt = attempt + 1, node = $2, \
-         lease_until = $3, fence = fence + 1 WHERE status = 'queued' AND id IN ({list}) RETURNING id"
+         lease_until = $3, fence = fence + 1 WHERE status = 'queued' AND id IN ({list}) RETURNING id, fence"
     );
     let mut query = sqlx::query(&sql)
         .bind(now)
@@ -863,13 +871,16 @@ async fn claim_in(
     for id in &ids {
         query = query.bind(id.clone());
     }
-    let claimed: HashSet<String> = query
+    let mut claimed: HashMap<String, i64> = query
         .fetch_all(&mut *conn)
         .await?
         .iter()
-        .map(|r| r.try_get::<String, _>(0))
-        .collect::<Result<_, _>>()?;
-    Ok(ids.into_iter().filter(|id| claimed.contains(id)).collect())
+        .map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)?)))
+        .collect::<Result<_, sqlx::Error>>()?;
+    Ok(ids
+        .into_iter()
+        .filter_map(|id| claimed.remove(&id).map(|fence| (id, fence)))
+        .collect())
 }
 
 /// Count a run's outcome for its runbook's breaker: a failure adds one and opens the breaker at
