@@ -269,10 +269,13 @@ impl Executor {
     ) -> anyhow::Result<RunRecord> {
         let store = &self.inner.store;
         if run.status == RunStatus::Queued {
-            if !store.start_run(&run.id, now_ms()).await? {
+            let at = now_ms();
+            if !store.start_run(&run.id, at).await? {
                 // Cancelled (or taken) before it started.
                 return Ok(store.get_run(&run.id).await?);
             }
+            run.status = RunStatus::Running;
+            run.started_at = Some(at);
             run.attempt += 1;
         }
         let policy = runbook.runbook.policy.clone();
@@ -366,8 +369,16 @@ impl Executor {
             .await?
         {
             tracing::warn!(run = %run.id, fence = run.fence, status = end.status.as_str(), "result not recorded: another node claimed the run after this node's lease lapsed");
+            return Ok(store.get_run(&run.id).await?);
         }
-        Ok(store.get_run(&run.id).await?)
+        // As recorded: no need to read it back.
+        run.status = end.status;
+        run.output = end.output;
+        run.reason = end.reason;
+        run.error_kind = end.error_kind;
+        run.blame = end.blame;
+        run.ended_at = Some(end.ended_at);
+        Ok(run)
     }
 }
 

@@ -76,6 +76,8 @@ struct Inner {
     writer: Writer,
     /// Queue hints to other nodes (PostgreSQL only).
     hinter: Option<notify::Hinter>,
+    /// Log lines waiting for the writer.
+    log_buffer: Arc<std::sync::Mutex<Vec<LogRecord>>>,
     /// The connection URL (with any password: never shown).
     url: String,
 }
@@ -201,6 +203,7 @@ impl Store {
             inner: Arc::new(Inner {
                 backend,
                 hinter: notify::Hinter::start(backend, read.clone()),
+                log_buffer: Arc::default(),
                 url: url.clone(),
                 read,
                 writer,
@@ -423,8 +426,30 @@ impl Store {
         if lines.is_empty() {
             return;
         }
+        // Lines wait in one buffer; a single queued write takes whatever is there when it
+        // runs, so lines from many runs share one multi-row insert.
+        let submit = match self.inner.log_buffer.lock() {
+            Ok(mut buffer) => {
+                let first = buffer.is_empty();
+                buffer.extend(lines);
+                first
+            }
+            Err(_) => return,
+        };
+        if !submit {
+            return;
+        }
+        let buffer = self.inner.log_buffer.clone();
+        // What this write took from the buffer, kept so a retry inserts the same lines.
+        let taken: Arc<std::sync::Mutex<Vec<LogRecord>>> = Arc::default();
         self.inner.writer.submit_detached(Box::new(move |conn| {
-            let lines = lines.clone();
+            let lines = match (taken.lock(), buffer.lock()) {
+                (Ok(mut mine), Ok(mut queued)) => {
+                    mine.append(&mut queued);
+                    mine.clone()
+                }
+                _ => Vec::new(),
+            };
             Box::pin(async move {
                 let mut n = 0;
                 for chunk in lines.chunks(100) {
@@ -441,6 +466,9 @@ impl Store {
                             b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7, b + 8
                         ));
                     }
+                    // A line numbered twice can only come from a node whose claim was taken
+                    // over; the first stays, and the other lines of the batch are kept.
+                    sql.push_str(" ON CONFLICT (run_id, seq) DO NOTHING");
                     let mut q = sqlx::query(&sql);
                     for l in chunk {
                         let fields = (!l.fields.is_empty())

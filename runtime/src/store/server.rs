@@ -320,11 +320,11 @@ impl Store {
         if max == 0 {
             return Ok(Vec::new());
         }
-        let claimed = match self.backend() {
+        Ok(match self.backend() {
             Backend::Sqlite => {
                 let node = node.to_string();
-                let ids: Arc<Mutex<Vec<(String, i64)>>> = Arc::default();
-                let slot = ids.clone();
+                let runs: Arc<Mutex<Vec<RunRecord>>> = Arc::default();
+                let slot = runs.clone();
                 self.write(Box::new(move |conn| {
                     let (node, slot) = (node.clone(), slot.clone());
                     Box::pin(async move {
@@ -337,48 +337,17 @@ impl Store {
                     })
                 }))
                 .await?;
-                ids.lock()
+                runs.lock()
                     .map(|mut s| std::mem::take(&mut *s))
                     .unwrap_or_default()
             }
             Backend::Postgres => {
                 let mut tx = self.inner.read.begin().await?;
-                let ids = claim_in(&mut tx, Backend::Postgres, node, max, lease_ms).await?;
+                let runs = claim_in(&mut tx, Backend::Postgres, node, max, lease_ms).await?;
                 tx.commit().await?;
-                ids
+                runs
             }
-        };
-        // Read the records after the claim, and keep only those still held by this claim: if
-        // this node stalled in between, another node may have taken a run over already.
-        let ids: Vec<String> = claimed.iter().map(|(id, _)| id.clone()).collect();
-        let fences: HashMap<String, i64> = claimed.into_iter().collect();
-        let runs = self.runs_by_id(&ids).await?;
-        Ok(runs
-            .into_iter()
-            .filter(|r| fences.get(&r.id) == Some(&r.fence) && r.node.as_deref() == Some(node))
-            .collect())
-    }
-
-    /// Runs by id, in the order given.
-    async fn runs_by_id(&self, ids: &[String]) -> anyhow::Result<Vec<RunRecord>> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let list = (1..=ids.len())
-            .map(|i| format!("${i}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql = format!("{} WHERE id IN ({list})", super::RUN_COLUMNS);
-        let mut query = sqlx::query(&sql);
-        for id in ids {
-            query = query.bind(id.clone());
-        }
-        let rows = query.fetch_all(&self.inner.read).await?;
-        let mut by_id: HashMap<String, RunRecord> = rows
-            .iter()
-            .map(|r| super::run_from_row(r).map(|run| (run.id.clone(), run)))
-            .collect::<anyhow::Result<_>>()?;
-        Ok(ids.iter().filter_map(|id| by_id.remove(id)).collect())
+        })
     }
 
     /// Put runs left `running` (by a crash, or by this node's shutdown) back in the queue so
@@ -793,7 +762,7 @@ async fn claim_in(
     node: &str,
     max: usize,
     lease_ms: i64,
-) -> Result<Vec<(String, i64)>, sqlx::Error> {
+) -> Result<Vec<RunRecord>, sqlx::Error> {
     // Look past the first `max` candidates: some may be held back by their runbook's limits.
     let candidates = (max * 8).clamp(64, 1000);
     let select = match backend {
@@ -862,7 +831,10 @@ async fn claim_in(
         .join(", ");
     let sql = format!(
         "UPDATE runs SET status = 'running', started_at = $1, attempt = attempt + 1, node = $2, \
-         lease_until = $3, fence = fence + 1 WHERE status = 'queued' AND id IN ({list}) RETURNING id, fence"
+         lease_until = $3, fence = fence + 1 WHERE status = 'queued' AND id IN ({list}) RETURNING {}",
+        super::RUN_COLUMNS
+            .trim_start_matches("SELECT ")
+            .trim_end_matches(" FROM runs")
     );
     let mut query = sqlx::query(&sql)
         .bind(now)
@@ -871,15 +843,15 @@ async fn claim_in(
     for id in &ids {
         query = query.bind(id.clone());
     }
-    let mut claimed: HashMap<String, i64> = query
-        .fetch_all(&mut *conn)
-        .await?
-        .iter()
-        .map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)?)))
-        .collect::<Result<_, sqlx::Error>>()?;
+    // The claimed runs as this transaction left them: what a worker executes.
+    let mut claimed: HashMap<String, RunRecord> = HashMap::new();
+    for row in query.fetch_all(&mut *conn).await? {
+        let run = super::run_from_row(&row).map_err(|e| sqlx::Error::Decode(e.into()))?;
+        claimed.insert(run.id.clone(), run);
+    }
     Ok(ids
         .into_iter()
-        .filter_map(|id| claimed.remove(&id).map(|fence| (id, fence)))
+        .filter_map(|id| claimed.remove(&id))
         .collect())
 }
 
