@@ -16,12 +16,15 @@
     reason = "a broken setup should panic"
 )]
 
+mod common;
+
+use common::postgres::{base_url, drop_database, fresh_database};
+use common::server::Server;
 use runloom::run::RunRecord;
 use runloom::store::{Admission, Durability, Store};
 use serde_json::json;
-use sqlx::{Connection, Executor, PgConnection};
+use sqlx::{Connection, PgConnection};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const WORKERS: usize = 16;
@@ -46,9 +49,7 @@ const CASES: &[Case] = &[
 ];
 
 fn main() {
-    let base = std::env::var("RUNLOOM_BENCH_POSTGRES_URL")
-        .or_else(|_| std::env::var("RUNLOOM_TEST_POSTGRES_URL"));
-    let Ok(base) = base else {
+    let Some(base) = base_url() else {
         println!(
             "skipped: set RUNLOOM_BENCH_POSTGRES_URL (or RUNLOOM_TEST_POSTGRES_URL) to a PostgreSQL URL"
         );
@@ -80,42 +81,16 @@ fn main() {
     }
 }
 
-async fn fresh_database(base: &str) -> String {
-    let mut conn = PgConnection::connect(base).await.unwrap();
-    let name = format!(
-        "runloom_bench_{}_{:08x}",
-        std::process::id(),
-        rand::random::<u32>()
-    );
-    conn.execute(format!("CREATE DATABASE {name}").as_str())
-        .await
-        .unwrap();
-    let (prefix, _) = base.rsplit_once('/').unwrap();
-    format!("{prefix}/{name}")
-}
-
-async fn drop_database(base: &str, url: &str) {
-    let name = url.rsplit_once('/').unwrap().1;
-    let mut conn = PgConnection::connect(base).await.unwrap();
-    let _ = conn
-        .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
-        .await;
-}
-
-fn start_node(root: &Path, i: usize, store: &str) -> Child {
+/// A `runloom serve` process for node `i` on `store`, its files in `root/node-{i}`.
+fn start_node(root: &Path, i: usize, store: &str) -> Server {
     let dir = root.join(format!("node-{i}"));
     std::fs::create_dir_all(&dir).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let config = dir.join("runloom.toml");
     std::fs::write(
         &config,
         format!(
             "version = 1\nrunbook_dir = \"{}\"\ndata_dir = \"{}\"\n[store]\nurl = \"{store}\"\n\
-             [server]\nlisten = \"127.0.0.1:{port}\"\nname = \"bench-{i}\"\nworkers = {WORKERS}\n",
+             [server]\nname = \"bench-{i}\"\nworkers = {WORKERS}\n",
             root.join("runbooks").display(),
             std::env::temp_dir()
                 .join("runloom-bench-cluster-data")
@@ -123,17 +98,11 @@ fn start_node(root: &Path, i: usize, store: &str) -> Child {
         ),
     )
     .unwrap();
-    Command::new(env!("CARGO_BIN_EXE_runloom"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("stderr.log")).unwrap())
-        .spawn()
-        .unwrap()
+    Server::runloom(&config, &dir.join("stderr.log"))
 }
 
 async fn measure(base: &str, case: &Case, nodes: usize) -> (f64, Vec<i64>) {
-    let url = fresh_database(base).await;
+    let url = fresh_database(base).await.unwrap();
     let root: PathBuf = std::env::temp_dir().join(format!(
         "runloom-bench-cluster-{}-{:08x}",
         std::process::id(),
@@ -174,7 +143,7 @@ async fn measure(base: &str, case: &Case, nodes: usize) -> (f64, Vec<i64>) {
         p.await.unwrap().unwrap().unwrap();
     }
 
-    let mut children: Vec<Child> = (0..nodes).map(|i| start_node(&root, i, &url)).collect();
+    let nodes: Vec<Server> = (0..nodes).map(|i| start_node(&root, i, &url)).collect();
     let mut db = PgConnection::connect(&url).await.unwrap();
     let started = Instant::now();
     loop {
@@ -192,10 +161,8 @@ async fn measure(base: &str, case: &Case, nodes: usize) -> (f64, Vec<i64>) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    for c in &mut children {
-        let _ = c.kill();
-        let _ = c.wait();
-    }
+    // Dropping a node's `Server` kills it.
+    drop(nodes);
     let (first, last, ok, once): (i64, i64, i64, i64) = sqlx::query_as(
         "SELECT MIN(started_at), MAX(ended_at), \
          COUNT(*) FILTER (WHERE status = 'succeeded'), COUNT(*) FILTER (WHERE attempt = 1) FROM runs",

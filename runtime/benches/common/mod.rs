@@ -1,8 +1,26 @@
-//! The timing harness every benchmark shares: per-operation samples, nearest-rank
-//! percentiles, and one table format. Small on purpose: one `Instant` pair per operation gives
-//! the tail percentiles Runloom's targets are written in, and adds no dependency.
+//! What every benchmark shares. This file is the timing harness: per-operation samples,
+//! nearest-rank percentiles, and one table format. Small on purpose: one `Instant` pair per
+//! operation gives the tail percentiles Runloom's targets are written in, and adds no
+//! dependency. The modules hold the measurements more than one bench makes:
+//!
+//! - `process`: spawning a process per action (the baselines), memory read from `/proc`;
+//! - `plugin`: warm plugin calls;
+//! - `runbook`: a Rhai runbook making three plugin calls, run through the executor;
+//! - `alerts`: Alertmanager notifications over HTTP, a receiver for the remediation, a node
+//!   in process, sustained load with every alert accounted for;
+//! - `server`: a `runloom serve` process (or any server that prints its address);
+//! - `baseline`: a minimal Python webhook receiver that spawns a process per action;
+//! - `postgres`: a fresh database per measurement.
 
 #![allow(dead_code, reason = "each bench uses the parts it needs")]
+
+pub(crate) mod alerts;
+pub(crate) mod baseline;
+pub(crate) mod plugin;
+pub(crate) mod postgres;
+pub(crate) mod process;
+pub(crate) mod runbook;
+pub(crate) mod server;
 
 use std::time::{Duration, Instant};
 

@@ -1,0 +1,104 @@
+//! Processes: spawning one per action, as process-based runbook tools do (the baselines), and
+//! reading a process's memory from `/proc`.
+
+use std::process::{Child, Command, Stdio};
+
+/// Spawn `program args` with no stdio and wait for it; panics unless it exits 0, so a missing
+/// program cannot pass for a fast one.
+pub(crate) fn spawn_and_wait(program: &str, args: &[&str]) {
+    let status = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap_or_else(|e| panic!("spawning {program}: {e}"));
+    assert!(status.success(), "{program} exited with {status}");
+}
+
+/// Spawn `program args` with no stdio and leave it running.
+pub(crate) fn spawn_detached(program: &str, args: &[&str]) -> Child {
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning {program}: {e}"))
+}
+
+/// The interpreter `python3` on PATH resolves to, or `None` without one. Version managers put
+/// a shell-script shim first on PATH; spawning the real binary keeps the shim's cost out of
+/// the comparison.
+pub(crate) fn python3() -> Option<String> {
+    let out = Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    let path = String::from_utf8(out.stdout).ok()?.trim().to_string();
+    (out.status.success() && !path.is_empty()).then_some(path)
+}
+
+/// The path of `program` found on PATH, or `None`.
+pub(crate) fn which(program: &str) -> Option<String> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|dir| std::path::Path::new(dir).join(program))
+        .find(|p| p.is_file())
+        .map(|p| p.display().to_string())
+}
+
+/// A `kB` field (`VmRSS:`, `Threads:`, `Pss:` …) of a `/proc/<pid>/…` file, or `None` when the
+/// process is gone.
+pub(crate) fn proc_field(pid: u32, file: &str, field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+}
+
+/// Resident set size of `pid`, in KiB.
+pub(crate) fn rss_kib(pid: u32) -> Option<u64> {
+    proc_field(pid, "status", "VmRSS:")
+}
+
+/// Proportional set size of `pid`, in KiB: its private pages plus its share of pages it shares
+/// with other processes. Summed over many processes it counts shared libraries once, where a
+/// sum of RSS would count them once per process.
+pub(crate) fn pss_kib(pid: u32) -> Option<u64> {
+    proc_field(pid, "smaps_rollup", "Pss:")
+}
+
+/// Threads of `pid`.
+pub(crate) fn threads(pid: u32) -> Option<u64> {
+    proc_field(pid, "status", "Threads:")
+}
+
+/// `pid` and every process below it.
+pub(crate) fn process_tree(pid: u32) -> Vec<u32> {
+    let mut all = vec![pid];
+    let mut i = 0;
+    while i < all.len() {
+        let p = all[i];
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) {
+            for task in tasks.flatten() {
+                let children = std::fs::read_to_string(task.path().join("children"));
+                all.extend(
+                    children
+                        .unwrap_or_default()
+                        .split_whitespace()
+                        .filter_map(|c| c.parse::<u32>().ok()),
+                );
+            }
+        }
+        i += 1;
+    }
+    all
+}
+
+/// Kilobytes (KiB from `/proc`) as decimal megabytes, the unit of the targets.
+pub(crate) fn megabytes(kib: u64) -> f64 {
+    kib as f64 * 1024.0 / 1e6
+}
