@@ -28,6 +28,9 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+/// How long a busy node's workers wait to claim several runs at once.
+const CLAIM_BATCHING: Duration = Duration::from_millis(2);
+
 /// How a node works.
 #[derive(Debug, Clone)]
 pub struct NodeOptions {
@@ -432,7 +435,13 @@ impl Node {
             if self.shutdown.is_cancelled() {
                 return;
             }
-            let free = self.options.workers.saturating_sub(self.running_count());
+            let mut free = self.options.workers.saturating_sub(self.running_count());
+            if free > 0 && free < self.options.workers.div_ceil(4) {
+                // Busy: let a few more runs finish so one claim takes several queued runs
+                // (a claim costs the same for one run as for many). An idle node claims at once.
+                tokio::time::sleep(CLAIM_BATCHING).await;
+                free = self.options.workers.saturating_sub(self.running_count());
+            }
             if free > 0 {
                 let lease = i64::try_from(self.options.lease.as_millis()).unwrap_or(i64::MAX);
                 match self.store.claim(&self.options.name, free, lease).await {
