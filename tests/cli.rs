@@ -421,3 +421,25 @@ fn a_dry_run_exits_zero_and_marks_mutations_planned() {
     assert_eq!(run["steps"][0]["status"], "planned");
     assert_eq!(run["output"]["planned"], true);
 }
+
+#[test]
+fn printing_into_a_closed_pipe_ends_quietly() {
+    use std::process::Stdio;
+    // The reader goes away before anything is printed, as with `runloom schema | true`.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_runloom"))
+        .args(["schema"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        out.status.success()
+            || std::os::unix::process::ExitStatusExt::signal(&out.status) == Some(13),
+        "ends like other Unix tools (SIGPIPE): {:?}",
+        out.status
+    );
+}

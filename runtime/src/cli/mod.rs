@@ -156,6 +156,18 @@ pub fn run() -> i32 {
         }
     };
     init_tracing(cli.verbose);
+    if prints_only(&cli.command) {
+        // `runloom runs | head` should end quietly, as other Unix tools do, instead of
+        // panicking on a closed pipe. Only for commands that run no plugins or runbooks: their
+        // pipes to child processes must keep reporting EPIPE as an error.
+        // SAFETY: called before any other thread exists; restores the default disposition.
+        let _ = unsafe {
+            nix::sys::signal::signal(
+                nix::sys::signal::Signal::SIGPIPE,
+                nix::sys::signal::SigHandler::SigDfl,
+            )
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -196,6 +208,20 @@ async fn dispatch(cli: Cli) -> Outcome {
         Command::Breaker(cmd) => serve::breaker(&config, cmd).await,
         Command::Token(cmd) => token::run(&config, cmd).await,
     }
+}
+
+/// Commands that only print what is stored or configured.
+fn prints_only(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Runs(_)
+            | Command::Show { .. }
+            | Command::Logs { .. }
+            | Command::Schema
+            | Command::Schedule(_)
+            | Command::Plugin(plugin::PluginCommand::List { .. })
+            | Command::Plugin(plugin::PluginCommand::Inspect { .. })
+    )
 }
 
 fn load_config(cli: &Cli) -> Result<Config, Failure> {
