@@ -20,6 +20,7 @@ mod common;
 
 use common::postgres::{base_url, drop_database, fresh_database};
 use common::server::Server;
+use common::site::write_runbook;
 use runloom::run::RunRecord;
 use runloom::store::{Admission, Durability, Store};
 use serde_json::json;
@@ -108,14 +109,12 @@ async fn measure(base: &str, case: &Case, nodes: usize) -> (f64, Vec<i64>) {
         std::process::id(),
         rand::random::<u32>()
     ));
-    let rb = root.join("runbooks/work");
-    std::fs::create_dir_all(&rb).unwrap();
-    std::fs::write(
-        rb.join("runbook.toml"),
+    write_runbook(
+        &root.join("runbooks"),
+        "work",
         "version = 1\ndescription = \"Benchmark work.\"\n[policy]\nconcurrency = 1000\n",
-    )
-    .unwrap();
-    std::fs::write(rb.join("main.rhai"), case.body).unwrap();
+        case.body,
+    );
 
     // Queue every run before any node starts.
     let store = Store::open(&url, Durability::Full).await.unwrap();

@@ -21,17 +21,8 @@ mod common;
 
 use common::process::{python3, spawn_and_wait};
 use common::{Sample, print_table, time_sync};
+use common::{plugin, process};
 use std::time::Instant;
-
-/// Plugin calls: enough for a stable p99 in about a second.
-const PLUGIN_WARMUP: usize = 2_000;
-const PLUGIN_ITERS: usize = 30_000;
-/// `/bin/true` takes about a millisecond to spawn and reap.
-const TRUE_WARMUP: usize = 100;
-const TRUE_ITERS: usize = 2_000;
-/// Python takes tens of milliseconds to start.
-const PYTHON_WARMUP: usize = 10;
-const PYTHON_ITERS: usize = 200;
 
 fn bench_plugin_call() -> Sample {
     // Multi-thread, as `runloom serve` runs; on this class of machine that is two workers.
@@ -41,7 +32,7 @@ fn bench_plugin_call() -> Sample {
         .expect("tokio runtime");
     Sample::new(
         "plugin call (hello.greet)",
-        common::plugin::warm_calls(&rt, PLUGIN_WARMUP, PLUGIN_ITERS),
+        common::plugin::warm_calls(&rt, plugin::WARMUP, plugin::ITERS),
     )
 }
 
@@ -51,14 +42,16 @@ fn main() {
     let plugin = bench_plugin_call();
     let mut samples = vec![Sample::new(
         "spawn /bin/true",
-        time_sync(TRUE_WARMUP, TRUE_ITERS, || spawn_and_wait("/bin/true", &[])),
+        time_sync(process::SPAWN_WARMUP, process::SPAWN_ITERS, || {
+            spawn_and_wait("/bin/true", &[])
+        }),
     )];
     match python3() {
         Some(python) => {
             println!("python3: {python}");
             samples.push(Sample::new(
                 "spawn python3 -c pass",
-                time_sync(PYTHON_WARMUP, PYTHON_ITERS, || {
+                time_sync(process::PYTHON_WARMUP, process::PYTHON_ITERS, || {
                     spawn_and_wait(&python, &["-c", "pass"])
                 }),
             ));

@@ -25,10 +25,9 @@
 
 mod common;
 
-use common::alerts::{AlertNode, Receiver, fingerprints, one_at_a_time, post_all, whole_ms};
+use common::alerts::measure_node;
 use common::{Sample, print_table};
 use runloom::store::Durability;
-use std::time::Instant;
 
 const WARMUP: usize = 100;
 const SEQUENTIAL: usize = 1_000;
@@ -36,54 +35,26 @@ const SUSTAINED: usize = 10_000;
 const SENDERS: usize = 64;
 
 async fn measure(durability: Durability) -> (Vec<Sample>, f64, String) {
-    let receiver = Receiver::start().await;
-    let b = AlertNode::start(
-        &format!("serve-{durability:?}"),
-        &receiver,
-        durability,
-        None,
-    )
-    .await;
-    let http = reqwest::Client::new();
-    let (warm, seq) = (
-        fingerprints("warm", WARMUP),
-        fingerprints("seq", SEQUENTIAL),
-    );
-    let posted = one_at_a_time(&http, &b.url, &receiver, &warm, &seq).await;
-    let (mut acks, mut starts, mut dones) = (Vec::new(), Vec::new(), Vec::new());
-    for p in &posted {
-        acks.push(p.ack);
-        starts.push(whole_ms(b.run_started_ms(&p.report).await - p.sent_ms));
-        dones.push(p.done);
-    }
-
-    // Sustained: every sender posts distinct alerts as fast as it is answered.
-    let load = fingerprints("load", SUSTAINED);
-    let started = Instant::now();
-    let posted = post_all(&http, &b.url, &load, SENDERS).await;
-    b.wait_done(&receiver, WARMUP + SEQUENTIAL + SUSTAINED)
-        .await;
-    let elapsed = started.elapsed();
-    // Every alert accounted for: one run each, succeeded, its action received once.
-    let all: Vec<String> = warm.into_iter().chain(seq).chain(load).collect();
-    b.account_for(&receiver, &all).await;
-    let rate = SUSTAINED as f64 / elapsed.as_secs_f64();
+    let name = format!("serve-{durability:?}");
+    let sizes = (WARMUP, SEQUENTIAL, SUSTAINED);
+    let f = measure_node(&name, durability, None, sizes, SENDERS).await;
+    let rate = SUSTAINED as f64 / f.elapsed.as_secs_f64();
     let note = format!(
         "{durability:?}: {SUSTAINED} alerts accepted in {:.2} s ({} answered 503 and retried), \
          all runs ended after {:.2} s",
-        posted.accepted_in.as_secs_f64(),
-        posted.refused,
-        elapsed.as_secs_f64()
+        f.load.accepted_in.as_secs_f64(),
+        f.load.refused,
+        f.elapsed.as_secs_f64()
     );
-    b.stop().await;
+    let l = f.latencies;
     (
         vec![
-            Sample::new(format!("alert acknowledged, {durability:?}"), acks),
+            Sample::new(format!("alert acknowledged, {durability:?}"), l.ack),
             Sample::new(
                 format!("alert → run start (1 ms clock), {durability:?}"),
-                starts,
+                l.start,
             ),
-            Sample::new(format!("alert → remediation done, {durability:?}"), dones),
+            Sample::new(format!("alert → remediation done, {durability:?}"), l.done),
         ],
         rate,
         note,

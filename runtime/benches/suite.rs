@@ -40,34 +40,28 @@
 mod common;
 
 use common::alerts::{
-    AlertNode, Receiver, assert_one_run_each, fingerprints, one_at_a_time, post_all, scratch,
-    whole_ms, write_site,
+    Latencies, Receiver, assert_one_run_each, fingerprints, measure_node, one_at_a_time, post_all,
+    sustained, write_site,
 };
 use common::baseline::{PythonReceiver, python_action, shell_action};
 use common::process::{
     megabytes, proc_field, process_tree, pss_kib, python3, rss_kib, spawn_and_wait, threads, which,
 };
 use common::runbook::{ThreeCalls, threaded_throughput};
-use common::server::Server;
+use common::server::{Server, get_json};
+use common::site::{copy_dir, scratch, write_runbook};
 use common::{Sample, time_sync};
+use common::{plugin, process};
 use runloom::store::{Durability, RunFilter, Store};
-use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 // ---- sizes -------------------------------------------------------------------------------
-
-const PLUGIN_WARMUP: usize = 2_000;
-const PLUGIN_ITERS: usize = 30_000;
-const SHELL_SPAWN_WARMUP: usize = 100;
-const SHELL_SPAWN_ITERS: usize = 2_000;
-const PYTHON_SPAWN_WARMUP: usize = 10;
-const PYTHON_SPAWN_ITERS: usize = 200;
 
 const RUNBOOK_WARMUP: usize = 50;
 const RUNBOOK_ITERS: usize = 500;
@@ -241,26 +235,27 @@ fn plugin_calls(rt: &tokio::runtime::Runtime, python: Option<&str>, report: &mut
     section("warm plugin call against a process per action");
     let plugin = Sample::new(
         "plugin call",
-        common::plugin::warm_calls(rt, PLUGIN_WARMUP, PLUGIN_ITERS),
+        common::plugin::warm_calls(rt, plugin::WARMUP, plugin::ITERS),
     );
     let shell = Sample::new(
         "sh -c true",
-        time_sync(SHELL_SPAWN_WARMUP, SHELL_SPAWN_ITERS, || {
+        time_sync(process::SPAWN_WARMUP, process::SPAWN_ITERS, || {
             spawn_and_wait("/bin/sh", &["-c", "true"])
         }),
     );
     let py = python.map(|p| {
         Sample::new(
             "python3 -c pass",
-            time_sync(PYTHON_SPAWN_WARMUP, PYTHON_SPAWN_ITERS, || {
+            time_sync(process::PYTHON_WARMUP, process::PYTHON_ITERS, || {
                 spawn_and_wait(p, &["-c", "pass"])
             }),
         )
     });
     let (p50, p99) = (plugin.percentile(50.0), plugin.percentile(99.0));
     report.note(format!(
-        "plugin call (hello.greet, fresh instance, JSON in and out): {PLUGIN_ITERS} calls, \
+        "plugin call (hello.greet, fresh instance, JSON in and out): {} calls, \
          p50 {}, p99 {}, max {}",
+        plugin::ITERS,
         micros(p50),
         micros(p99),
         micros(plugin.percentile(100.0))
@@ -360,104 +355,100 @@ fn runbooks(rt: &tokio::runtime::Runtime, python: Option<&str>, report: &mut Rep
 
 // ---- 3. alerts over HTTP -----------------------------------------------------------------
 
-/// Latencies of alerts posted one at a time, and the sustained rate.
-struct AlertFigures {
-    ack: Sample,
-    start: Sample,
-    done: Sample,
-    per_second: f64,
-}
+/// The latency rows: figure, target, bound. Values come from [`latencies`] in this order.
+const ALERT_FIGURES: [(&str, &str, Option<Duration>); 5] = [
+    ("alert acknowledged p50", "—", None),
+    (
+        "alert acknowledged p99",
+        "≤ 20 ms",
+        Some(Duration::from_millis(20)),
+    ),
+    ("alert → run start p50 (1 ms clock)", "—", None),
+    ("alert → run start p99 (1 ms clock)", "—", None),
+    (
+        "alert → remediation done p50",
+        "≤ 5 ms",
+        Some(Duration::from_millis(5)),
+    ),
+];
 
-async fn runloom_alerts(report: &mut Report) -> AlertFigures {
-    let receiver = Receiver::start().await;
-    let b = AlertNode::start("suite-sqlite", &receiver, Durability::Full, None).await;
-    let http = reqwest::Client::new();
-    let (warm, seq) = (
-        fingerprints("warm", ALERT_WARMUP),
-        fingerprints("seq", ALERT_ITERS),
+/// The figures of [`ALERT_FIGURES`], then the sustained rate.
+fn latencies(l: Latencies) -> [Duration; 5] {
+    let (ack, start, done) = (
+        Sample::new("ack", l.ack),
+        Sample::new("start", l.start),
+        Sample::new("done", l.done),
     );
-    let posted = one_at_a_time(&http, &b.url, &receiver, &warm, &seq).await;
-    let mut starts = Vec::with_capacity(posted.len());
-    for p in &posted {
-        starts.push(whole_ms(b.run_started_ms(&p.report).await - p.sent_ms));
-    }
-    let load = fingerprints("load", SUSTAINED);
-    let started = Instant::now();
-    let went_in = post_all(&http, &b.url, &load, SENDERS).await;
-    b.wait_done(&receiver, ALERT_WARMUP + ALERT_ITERS + SUSTAINED)
-        .await;
-    let elapsed = started.elapsed();
-    let all: Vec<String> = warm.into_iter().chain(seq).chain(load).collect();
-    b.account_for(&receiver, &all).await;
-    b.stop().await;
-    report.note(format!(
-        "SQLite (synchronous=FULL), node in process with 64 workers: {SUSTAINED} alerts from \
-         {SENDERS} senders accepted in {} ({} answered 503 and retried), every run ended after \
-         {}; {} alerts each with exactly one succeeded run and one remediation received",
-        seconds(went_in.accepted_in),
-        went_in.refused,
-        seconds(elapsed),
-        all.len()
-    ));
-    AlertFigures {
-        ack: Sample::new("ack", posted.iter().map(|p| p.ack).collect()),
-        start: Sample::new("start", starts),
-        done: Sample::new("done", posted.iter().map(|p| p.done).collect()),
-        per_second: SUSTAINED as f64 / elapsed.as_secs_f64(),
-    }
+    [
+        ack.percentile(50.0),
+        ack.percentile(99.0),
+        start.percentile(50.0),
+        start.percentile(99.0),
+        done.percentile(50.0),
+    ]
 }
 
+/// The baseline receiver with `action`: alerts one at a time, then a sustained load; every
+/// action checked to have reached the receiver exactly once. Returns the latency figures and
+/// the sustained rate.
 async fn baseline_alerts(
     python: &str,
     name: &str,
     action: &[String],
-    (warmup, iters, sustained): (usize, usize, usize),
+    (warmup, iters, load): (usize, usize, usize),
     report: &mut Report,
-) -> AlertFigures {
+) -> ([Duration; 5], f64) {
     let receiver = Receiver::start().await;
     let dir = scratch(&format!("suite-baseline-{name}"));
-    let mut r = PythonReceiver::spawn(python, &dir, action, &receiver.done_url(), BASELINE_WORKERS);
+    let done_url = receiver.done_url();
+    let mut r = PythonReceiver::spawn(python, &dir, action, &done_url, BASELINE_WORKERS);
     let http = reqwest::Client::new();
     r.server.ready(&http).await;
     let url = r.url();
     let (warm, seq) = (fingerprints("warm", warmup), fingerprints("seq", iters));
     let posted = one_at_a_time(&http, &url, &receiver, &warm, &seq).await;
-    let load = fingerprints("load", sustained);
-    let started = Instant::now();
-    let went_in = post_all(&http, &url, &load, SENDERS).await;
-    receiver.wait_for(warmup + iters + sustained).await;
-    let elapsed = started.elapsed();
-    let all: Vec<String> = warm.into_iter().chain(seq).chain(load).collect();
+    let load_fps = fingerprints("load", load);
+    let finished = receiver.wait_for(warmup + iters + load);
+    let (went_in, elapsed) = sustained(&http, &url, &load_fps, SENDERS, finished).await;
+    let all: Vec<String> = warm.into_iter().chain(seq).chain(load_fps).collect();
     receiver.assert_each_once(&all);
-    let started_ms = r.started_ms().await;
-    let starts = posted
-        .iter()
-        .map(|p| whole_ms(started_ms[&p.fp] - p.sent_ms))
-        .collect();
+    let started = r.started_ms().await;
+    let started_ms: Vec<i64> = posted.iter().map(|p| started[&p.fp]).collect();
     r.server.terminate().await;
     let _ = std::fs::remove_dir_all(&dir);
     report.note(format!(
-        "baseline receiver, {name} action ({}): {sustained} alerts accepted in {}, every \
-         action done after {}",
+        "baseline receiver, {name} action ({}): {load} alerts accepted in {}, every action \
+         done after {}; each action reached the receiver exactly once",
         action.join(" "),
         seconds(went_in.accepted_in),
         seconds(elapsed)
     ));
-    AlertFigures {
-        ack: Sample::new("ack", posted.iter().map(|p| p.ack).collect()),
-        start: Sample::new("start", starts),
-        done: Sample::new("done", posted.iter().map(|p| p.done).collect()),
-        per_second: sustained as f64 / elapsed.as_secs_f64(),
-    }
+    (
+        latencies(Latencies::new(&posted, &started_ms)),
+        load as f64 / elapsed.as_secs_f64(),
+    )
 }
 
 async fn alerts(python: Option<&str>, report: &mut Report) {
     section("alerts over HTTP on 127.0.0.1 against a Python webhook receiver");
-    let runloom = runloom_alerts(report).await;
-    let curl = which("curl");
-    let shell = match (python, &curl) {
+    let sizes = (ALERT_WARMUP, ALERT_ITERS, SUSTAINED);
+    let f = measure_node("suite-sqlite", Durability::Full, None, sizes, SENDERS).await;
+    report.note(format!(
+        "SQLite (synchronous=FULL), node in process with 64 workers: {SUSTAINED} alerts from \
+         {SENDERS} senders accepted in {} ({} answered 503 and retried), every run ended after \
+         {}; {} alerts, each with exactly one succeeded run and one remediation received",
+        seconds(f.load.accepted_in),
+        f.load.refused,
+        seconds(f.elapsed),
+        f.alerts
+    ));
+    let runloom = (
+        latencies(f.latencies),
+        SUSTAINED as f64 / f.elapsed.as_secs_f64(),
+    );
+    let shell = match (python, which("curl")) {
         (Some(p), Some(curl)) => {
-            Some(baseline_alerts(p, "shell", &shell_action(curl), SHELL_ALERTS, report).await)
+            Some(baseline_alerts(p, "shell", &shell_action(&curl), SHELL_ALERTS, report).await)
         }
         (None, _) => None,
         (Some(_), None) => {
@@ -471,64 +462,24 @@ async fn alerts(python: Option<&str>, report: &mut Report) {
         }
         None => None,
     };
-    let cell =
-        |f: &Option<AlertFigures>, pick: &dyn Fn(&AlertFigures) -> String| f.as_ref().map(pick);
-    type Pick<'a> = (
-        &'a str,
-        &'a dyn Fn(&AlertFigures) -> Duration,
-        &'a str,
-        Option<Duration>,
-    );
-    let figures: [Pick; 5] = [
-        (
-            "alert acknowledged p50",
-            &|f| f.ack.percentile(50.0),
-            "—",
-            None,
-        ),
-        (
-            "alert acknowledged p99",
-            &|f| f.ack.percentile(99.0),
-            "≤ 20 ms",
-            Some(Duration::from_millis(20)),
-        ),
-        (
-            "alert → run start p50 (1 ms clock)",
-            &|f| f.start.percentile(50.0),
-            "—",
-            None,
-        ),
-        (
-            "alert → run start p99 (1 ms clock)",
-            &|f| f.start.percentile(99.0),
-            "—",
-            None,
-        ),
-        (
-            "alert → remediation done p50",
-            &|f| f.done.percentile(50.0),
-            "≤ 5 ms",
-            Some(Duration::from_millis(5)),
-        ),
-    ];
-    for (figure, pick, target, bound) in figures {
-        let value = pick(&runloom);
+    for (i, (figure, target, bound)) in ALERT_FIGURES.into_iter().enumerate() {
+        let value = runloom.0[i];
         report.row(
             figure,
             millis(value),
-            cell(&shell, &|f| millis(pick(f))),
-            cell(&py, &|f| millis(pick(f))),
+            shell.map(|(l, _)| millis(l[i])),
+            py.map(|(l, _)| millis(l[i])),
             target,
             bound.map(|b| value <= b),
         );
     }
     report.row(
         "sustained alert-triggered runs/s, SQLite",
-        rate(runloom.per_second),
-        cell(&shell, &|f| rate(f.per_second)),
-        cell(&py, &|f| rate(f.per_second)),
+        rate(runloom.1),
+        shell.map(|(_, r)| rate(r)),
+        py.map(|(_, r)| rate(r)),
         "≥ 5,000/s, none lost or doubled",
-        Some(runloom.per_second >= 5_000.0),
+        Some(runloom.1 >= 5_000.0),
     );
 }
 
@@ -536,65 +487,37 @@ async fn alerts(python: Option<&str>, report: &mut Report) {
 
 async fn postgres(report: &mut Report) {
     section("sustained alert-triggered runs on PostgreSQL");
-    let skipped = |report: &mut Report, why: String| {
-        report.note(why);
-        report.row(
-            "sustained alert-triggered runs/s, PostgreSQL",
-            "skipped".into(),
-            None,
-            None,
-            "none lost or doubled",
-            None,
-        );
+    let figure = "sustained alert-triggered runs/s, PostgreSQL";
+    let target = "none lost or doubled";
+    let why = match common::postgres::base_url() {
+        None => Err("set RUNLOOM_BENCH_POSTGRES_URL or RUNLOOM_TEST_POSTGRES_URL".to_string()),
+        Some(base) => match common::postgres::fresh_database(&base).await {
+            Ok(url) => Ok((base, url)),
+            Err(e) => Err(format!("{base} is unreachable: {e}")),
+        },
     };
-    let Some(base) = common::postgres::base_url() else {
-        return skipped(
-            report,
-            "PostgreSQL skipped: set RUNLOOM_BENCH_POSTGRES_URL or RUNLOOM_TEST_POSTGRES_URL"
-                .into(),
-        );
-    };
-    let url = match common::postgres::fresh_database(&base).await {
-        Ok(url) => url,
-        Err(e) => {
-            return skipped(
-                report,
-                format!("PostgreSQL skipped: {base} is unreachable: {e}"),
-            );
+    let (base, url) = match why {
+        Ok(found) => found,
+        Err(why) => {
+            report.note(format!("PostgreSQL skipped: {why}"));
+            return report.row(figure, "skipped".into(), None, None, target, None);
         }
     };
-    let receiver = Receiver::start().await;
-    let b = AlertNode::start("suite-pg", &receiver, Durability::Full, Some(&url)).await;
-    let http = reqwest::Client::new();
-    let warm = fingerprints("warm", ALERT_WARMUP);
-    one_at_a_time(&http, &b.url, &receiver, &warm, &[]).await;
-    let load = fingerprints("load", SUSTAINED);
-    let started = Instant::now();
-    let went_in = post_all(&http, &b.url, &load, SENDERS).await;
-    b.wait_done(&receiver, ALERT_WARMUP + SUSTAINED).await;
-    let elapsed = started.elapsed();
-    let all: Vec<String> = warm.into_iter().chain(load).collect();
-    b.account_for(&receiver, &all).await;
-    b.stop().await;
+    let sizes = (ALERT_WARMUP, 0, SUSTAINED);
+    let f = measure_node("suite-pg", Durability::Full, Some(&url), sizes, SENDERS).await;
     common::postgres::drop_database(&base, &url).await;
-    let per_second = SUSTAINED as f64 / elapsed.as_secs_f64();
     report.note(format!(
         "PostgreSQL (a fresh database), node in process with 64 workers: {SUSTAINED} alerts \
-         accepted in {} ({} answered 503 and retried), every run ended after {}; every alert \
-         with exactly one succeeded run and one remediation received. The baseline receiver \
-         stores in SQLite only",
-        seconds(went_in.accepted_in),
-        went_in.refused,
-        seconds(elapsed)
+         accepted in {} ({} answered 503 and retried), every run ended after {}; {} alerts, \
+         each with exactly one succeeded run and one remediation received. The baseline \
+         receiver stores in SQLite only",
+        seconds(f.load.accepted_in),
+        f.load.refused,
+        seconds(f.elapsed),
+        f.alerts
     ));
-    report.row(
-        "sustained alert-triggered runs/s, PostgreSQL",
-        rate(per_second),
-        None,
-        None,
-        "none lost or doubled",
-        Some(true),
-    );
+    let per_second = SUSTAINED as f64 / f.elapsed.as_secs_f64();
+    report.row(figure, rate(per_second), None, None, target, Some(true));
 }
 
 // ---- 5. memory ---------------------------------------------------------------------------
@@ -605,12 +528,9 @@ fn spawn_waiting(program: &str, args: &[&str], count: usize) -> Vec<Child> {
     let mut group = 0;
     let mut children = Vec::with_capacity(count);
     for _ in 0..count {
-        let child = Command::new(program)
-            .args(args)
+        let child = process::quiet(program, args)
             .process_group(group)
-            .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("spawning {program}: {e}"));
         if group == 0 {
@@ -674,16 +594,6 @@ fn tree_memory(children: &[Child]) -> (u64, u64, usize) {
     (pss, rss, pids.len())
 }
 
-/// Copy the compiled-plugin cache `from` into the data directory of the site in `dir`, so
-/// its server starts as a restarted one does.
-fn seed_cache(from: &Path, dir: &Path) {
-    let to = dir.join("data/cache");
-    std::fs::create_dir_all(&to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap().flatten() {
-        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-    }
-}
-
 /// `runloom serve` idle: after its first start (every plugin compiled) and after a restart
 /// (the compiled cache). Returns a copy of the compiled cache for the later measurements.
 async fn idle(python: Option<&str>, report: &mut Report) -> PathBuf {
@@ -708,9 +618,7 @@ async fn idle(python: Option<&str>, report: &mut Report) -> PathBuf {
         server.terminate().await;
     }
     let cache = scratch("suite-cache");
-    for entry in std::fs::read_dir(dir.join("data/cache")).unwrap().flatten() {
-        std::fs::copy(entry.path(), cache.join(entry.file_name())).unwrap();
-    }
+    copy_dir(&dir.join("data/cache"), &cache);
     let py = match python {
         Some(p) => {
             let mut r = PythonReceiver::spawn(
@@ -733,7 +641,13 @@ async fn idle(python: Option<&str>, report: &mut Report) -> PathBuf {
         unreachable!()
     };
     report.note(format!(
-        "idle: `runloom serve` (SQLite store, the {} standard plugins, one runbook), VmRSS {}          s after /healthz answered. Restarted (compiled cache): {} = {} file-backed (the          binary's code and data with the embedded plugins, the mapped compiled cache) + {}          anonymous, {threads} threads. After its first start, which compiled every plugin: {}          ({} anonymous: the compiler's freed memory stays in the allocator's arenas). The Python          column is the baseline receiver's VmRSS; the shell column has no resident process",
+        "idle: `runloom serve` (SQLite store, the {} standard plugins, one runbook), VmRSS {} \
+         s after /healthz answered. Restarted (compiled cache): {} = {} file-backed (the \
+         binary's code and data with the embedded plugins, the mapped compiled cache) + {} \
+         anonymous, {threads} threads. After its first start, which compiled every plugin: {} \
+         ({} anonymous: the compiler's freed memory stays in the allocator's arenas). The \
+         Python column is the baseline receiver's VmRSS; the shell column has no resident \
+         process",
         runloom::builtin::standard_plugins().len(),
         SETTLE.as_secs(),
         mb(warm),
@@ -765,19 +679,14 @@ async fn waiting(python: Option<&str>, cache: &Path, report: &mut Report) {
     section("memory with 1,000 waiting runs");
     let http = reqwest::Client::new();
     let dir = scratch("suite-waiting");
-    seed_cache(cache, &dir);
-    let rb = dir.join("runbooks/wait");
-    std::fs::create_dir_all(&rb).unwrap();
-    std::fs::write(
-        rb.join("runbook.toml"),
+    // Started as a restarted server is: with the compiled cache.
+    copy_dir(cache, &dir.join("data/cache"));
+    write_runbook(
+        &dir.join("runbooks"),
+        "wait",
         "version = 1\ndescription = \"Waits a minute.\"\n[policy]\nconcurrency = 1000\n",
-    )
-    .unwrap();
-    std::fs::write(
-        rb.join("main.rhai"),
         "info(\"waiting\");\nsleep(\"60s\");\n1\n",
-    )
-    .unwrap();
+    );
     let config = dir.join("runloom.toml");
     std::fs::write(
         &config,
@@ -809,7 +718,8 @@ async fn waiting(python: Option<&str>, cache: &Path, report: &mut Report) {
     let list = format!("{base}/api/v1/runs?runbook=wait&status=running&limit={WAITING_RUNS}");
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let running: Vec<Value> = http.get(&list).send().await.unwrap().json().await.unwrap();
+        let running = get_json(&http, &list).await;
+        let running = running.as_array().unwrap();
         if running.len() == WAITING_RUNS {
             break;
         }
@@ -878,13 +788,18 @@ async fn waiting(python: Option<&str>, cache: &Path, report: &mut Report) {
             mb(rss)
         ));
     }
+    // The target is about 1,000 runs waiting at once: fewer in their sleep does not meet it.
     report.row(
         "RSS with 1,000 waiting runs",
-        mb(rss),
+        if sleeping == WAITING_RUNS {
+            mb(rss)
+        } else {
+            format!("{} ({sleeping} in sleep)", mb(rss))
+        },
         Some(mb(shell_pss)),
         py.map(|(pss, _)| mb(pss)),
         "≤ 500 MB",
-        Some(megabytes(rss) <= 500.0),
+        Some(megabytes(rss) <= 500.0 && sleeping == WAITING_RUNS),
     );
 }
 
@@ -938,14 +853,7 @@ async fn startup(python: Option<&str>, report: &mut Report) {
             let mut server = Server::runloom(&config, &dir.join("stderr.log"));
             let took = server.ready(&http).await;
             if check {
-                let doc: Value = http
-                    .get(format!("{}/api/v1/plugins", server.base()))
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
+                let doc = get_json(&http, &format!("{}/api/v1/plugins", server.base())).await;
                 assert_eq!(doc["errors"], serde_json::json!([]), "every plugin loaded");
                 let loaded: Vec<&str> = doc["plugins"]
                     .as_array()
@@ -1028,7 +936,7 @@ async fn burst(cache: &Path, report: &mut Report) {
     let http = reqwest::Client::new();
     let receiver = Receiver::start().await;
     let dir = scratch("suite-burst");
-    seed_cache(cache, &dir);
+    copy_dir(cache, &dir.join("data/cache"));
     let config = write_site(
         &dir,
         receiver.port(),
@@ -1060,10 +968,7 @@ async fn burst(cache: &Path, report: &mut Report) {
     let unfinished = |status: &'static str| {
         let url = format!("{}/api/v1/runs?status={status}&limit=1", server.base());
         let http = http.clone();
-        async move {
-            let runs: Vec<Value> = http.get(&url).send().await.unwrap().json().await.unwrap();
-            runs.len()
-        }
+        async move { get_json(&http, &url).await.as_array().unwrap().len() }
     };
     while unfinished("queued").await + unfinished("running").await > 0 {
         tokio::time::sleep(Duration::from_millis(20)).await;

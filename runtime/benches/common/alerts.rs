@@ -5,6 +5,7 @@
 //! The intake may be a node in this process ([`AlertNode`]), a `runloom serve` process, or a
 //! baseline receiver: the posting and the accounting are the same for all of them.
 
+use super::site::{scratch, write_runbook};
 use axum::extract::{Path as UrlPath, State};
 use runloom::config::Config;
 use runloom::node::{Node, NodeOptions};
@@ -153,25 +154,19 @@ pub(crate) fn write_site(
     server: &str,
     store_url: Option<&str>,
 ) -> PathBuf {
-    let rb = dir.join("runbooks").join(RUNBOOK);
-    std::fs::create_dir_all(&rb).unwrap();
-    std::fs::write(
-        rb.join("runbook.toml"),
+    write_runbook(
+        &dir.join("runbooks"),
+        RUNBOOK,
         "version = 1\ndescription = \"Fixes what BenchAlert reports.\"\n\
          [parameters.fp]\ntype = \"string\"\nrequired = true\n\
          [[trigger]]\nkind = \"alert\"\nmatchers = ['alertname=\"BenchAlert\"']\n\
          parameters = { fp = \"{{ labels.fp }}\" }\n\
          [plugins.http-check]\n[policy]\nconcurrency = 64\n",
-    )
-    .unwrap();
-    std::fs::write(
-        rb.join("main.rhai"),
-        format!(
+        &format!(
             "let r = call(\"http-check\", \"check\", #{{ url: `http://127.0.0.1:{receiver_port}/done/${{params.fp}}`, timeout_ms: 5000 }});\n\
              if r.status != \"ok\" {{ fail(r.detail); }}\nr.status"
         ),
-    )
-    .unwrap();
+    );
     let store = store_url
         .map(|url| format!("[store]\nurl = \"{url}\"\n"))
         .unwrap_or_default();
@@ -186,14 +181,6 @@ pub(crate) fn write_site(
     )
     .unwrap();
     config
-}
-
-/// A scratch directory for one measurement, emptied.
-pub(crate) fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("runloom-bench-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 /// A node in this process (64 workers, the real plugin host, no scheduler) serving the API on
@@ -441,5 +428,91 @@ pub(crate) async fn post_all(
     Load {
         refused: refused.load(Ordering::SeqCst),
         accepted_in: started.elapsed(),
+    }
+}
+
+/// Latencies of alerts posted one at a time.
+pub(crate) struct Latencies {
+    /// Send → 2xx.
+    pub(crate) ack: Vec<Duration>,
+    /// Send → the run (or the action process) started, in whole milliseconds.
+    pub(crate) start: Vec<Duration>,
+    /// Send → the remediation reached the receiver.
+    pub(crate) done: Vec<Duration>,
+}
+
+impl Latencies {
+    /// From alerts `posted` and when each one's run started (Unix ms, in the same order).
+    pub(crate) fn new(posted: &[Posted], started_ms: &[i64]) -> Latencies {
+        Latencies {
+            ack: posted.iter().map(|p| p.ack).collect(),
+            start: posted
+                .iter()
+                .zip(started_ms)
+                .map(|(p, s)| whole_ms(s - p.sent_ms))
+                .collect(),
+            done: posted.iter().map(|p| p.done).collect(),
+        }
+    }
+}
+
+/// Post `fps` from `senders` concurrent senders (see [`post_all`]), then wait for `finished`;
+/// returns how they went in and the time from the first send until `finished` completed.
+pub(crate) async fn sustained(
+    http: &reqwest::Client,
+    url: &str,
+    fps: &[String],
+    senders: usize,
+    finished: impl Future<Output = ()>,
+) -> (Load, Duration) {
+    let started = Instant::now();
+    let load = post_all(http, url, fps, senders).await;
+    finished.await;
+    (load, started.elapsed())
+}
+
+/// What a node in this process did with alerts.
+pub(crate) struct NodeFigures {
+    /// Alerts posted one at a time.
+    pub(crate) latencies: Latencies,
+    /// The sustained load.
+    pub(crate) load: Load,
+    /// From its first send until every run ended.
+    pub(crate) elapsed: Duration,
+    /// Alerts posted in all, each verified to have one succeeded run and one remediation.
+    pub(crate) alerts: usize,
+}
+
+/// Start an [`AlertNode`] named `name`; post `warmup` alerts, then `iters` one at a time, then
+/// `load` distinct alerts from `senders` concurrent senders until every run has ended; check
+/// every alert is accounted for (one succeeded run, one remediation received); stop it.
+pub(crate) async fn measure_node(
+    name: &str,
+    durability: Durability,
+    store_url: Option<&str>,
+    (warmup, iters, load): (usize, usize, usize),
+    senders: usize,
+) -> NodeFigures {
+    let receiver = Receiver::start().await;
+    let b = AlertNode::start(name, &receiver, durability, store_url).await;
+    let http = reqwest::Client::new();
+    let (warm, seq) = (fingerprints("warm", warmup), fingerprints("seq", iters));
+    let posted = one_at_a_time(&http, &b.url, &receiver, &warm, &seq).await;
+    let mut started_ms = Vec::with_capacity(posted.len());
+    for p in &posted {
+        started_ms.push(b.run_started_ms(&p.report).await);
+    }
+    let load_fps = fingerprints("load", load);
+    let total = warmup + iters + load;
+    let finished = b.wait_done(&receiver, total);
+    let (went_in, elapsed) = sustained(&http, &b.url, &load_fps, senders, finished).await;
+    let all: Vec<String> = warm.into_iter().chain(seq).chain(load_fps).collect();
+    b.account_for(&receiver, &all).await;
+    b.stop().await;
+    NodeFigures {
+        latencies: Latencies::new(&posted, &started_ms),
+        load: went_in,
+        elapsed,
+        alerts: all.len(),
     }
 }

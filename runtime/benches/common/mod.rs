@@ -9,6 +9,7 @@
 //! - `alerts`: Alertmanager notifications over HTTP, a receiver for the remediation, a node
 //!   in process, sustained load with every alert accounted for;
 //! - `server`: a `runloom serve` process (or any server that prints its address);
+//! - `site`: scratch directories, runbooks and compiled caches on disk;
 //! - `baseline`: a minimal Python webhook receiver that spawns a process per action;
 //! - `postgres`: a fresh database per measurement.
 
@@ -21,6 +22,7 @@ pub(crate) mod postgres;
 pub(crate) mod process;
 pub(crate) mod runbook;
 pub(crate) mod server;
+pub(crate) mod site;
 
 use std::time::{Duration, Instant};
 

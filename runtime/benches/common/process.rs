@@ -1,30 +1,33 @@
 //! Processes: spawning one per action, as process-based runbook tools do (the baselines), and
 //! reading a process's memory from `/proc`.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
+
+/// Spawning a small process (`/bin/true`, `sh -c true`) takes about a millisecond.
+pub(crate) const SPAWN_WARMUP: usize = 100;
+pub(crate) const SPAWN_ITERS: usize = 2_000;
+/// Python takes tens of milliseconds to start.
+pub(crate) const PYTHON_WARMUP: usize = 10;
+pub(crate) const PYTHON_ITERS: usize = 200;
+
+/// `program args` with no stdio.
+pub(crate) fn quiet(program: &str, args: &[&str]) -> Command {
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    command
+}
 
 /// Spawn `program args` with no stdio and wait for it; panics unless it exits 0, so a missing
 /// program cannot pass for a fast one.
 pub(crate) fn spawn_and_wait(program: &str, args: &[&str]) {
-    let status = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+    let status = quiet(program, args)
         .status()
         .unwrap_or_else(|e| panic!("spawning {program}: {e}"));
     assert!(status.success(), "{program} exited with {status}");
-}
-
-/// Spawn `program args` with no stdio and leave it running.
-pub(crate) fn spawn_detached(program: &str, args: &[&str]) -> Child {
-    Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawning {program}: {e}"))
 }
 
 /// The interpreter `python3` on PATH resolves to, or `None` without one. Version managers put

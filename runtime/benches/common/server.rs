@@ -113,6 +113,17 @@ impl Server {
     }
 }
 
+/// `GET url` as JSON; panics unless it answers 2xx.
+pub(crate) async fn get_json(http: &reqwest::Client, url: &str) -> serde_json::Value {
+    let answer = http.get(url).send().await.unwrap();
+    assert!(
+        answer.status().is_success(),
+        "GET {url}: {}",
+        answer.status()
+    );
+    answer.json().await.unwrap()
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         if self.child.try_wait().ok().flatten().is_none() {
