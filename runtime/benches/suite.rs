@@ -18,9 +18,11 @@
 //! 4. the same sustained load with the node's store on a fresh PostgreSQL database
 //!    (`RUNLOOM_BENCH_POSTGRES_URL` or `RUNLOOM_TEST_POSTGRES_URL`; skipped with a note
 //!    without one);
-//! 5. memory of a `runloom serve` process: idle, and with 1,000 runs waiting in
-//!    `sleep("60s")`; against the Python receiver idle, and 1,000 waiting shell scripts or
-//!    Python processes (a sample of 100 scaled by ten), their proportional set sizes summed;
+//! 5. memory of a `runloom serve` process: idle after its first start (every plugin compiled)
+//!    and after a restart (the compiled cache), and with 1,000 runs started in
+//!    `sleep("60s")` (counting those that reached their sleep); against the Python receiver
+//!    idle, and 1,000 waiting shell scripts or Python processes (a sample of 100 scaled by
+//!    ten), their proportional set sizes summed;
 //! 6. `runloom serve` start-up with 50 plugins in its plugin directory, cold (empty data
 //!    directory) and with the compiled cache, from spawn to `GET /healthz` 200;
 //! 7. a burst of 10,000 distinct alerts with 500 in flight to a `runloom serve` with
@@ -50,8 +52,7 @@ use common::process::{
 use common::runbook::{ThreeCalls, threaded_throughput};
 use common::server::{Server, get_json};
 use common::site::{copy_dir, scratch, write_runbook};
-use common::{Sample, time_sync};
-use common::{plugin, process};
+use common::{Sample, plugin, process, time_sync};
 use runloom::store::{Durability, RunFilter, Store};
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
@@ -233,9 +234,9 @@ fn section(title: &str) {
 
 fn plugin_calls(rt: &tokio::runtime::Runtime, python: Option<&str>, report: &mut Report) {
     section("warm plugin call against a process per action");
-    let plugin = Sample::new(
+    let calls = Sample::new(
         "plugin call",
-        common::plugin::warm_calls(rt, plugin::WARMUP, plugin::ITERS),
+        plugin::warm_calls(rt, plugin::WARMUP, plugin::ITERS),
     );
     let shell = Sample::new(
         "sh -c true",
@@ -251,14 +252,14 @@ fn plugin_calls(rt: &tokio::runtime::Runtime, python: Option<&str>, report: &mut
             }),
         )
     });
-    let (p50, p99) = (plugin.percentile(50.0), plugin.percentile(99.0));
+    let (p50, p99) = (calls.percentile(50.0), calls.percentile(99.0));
     report.note(format!(
         "plugin call (hello.greet, fresh instance, JSON in and out): {} calls, \
          p50 {}, p99 {}, max {}",
         plugin::ITERS,
         micros(p50),
         micros(p99),
-        micros(plugin.percentile(100.0))
+        micros(calls.percentile(100.0))
     ));
     let pct = |s: &Sample, p: f64| millis(s.percentile(p));
     report.row(
@@ -372,7 +373,7 @@ const ALERT_FIGURES: [(&str, &str, Option<Duration>); 5] = [
     ),
 ];
 
-/// The figures of [`ALERT_FIGURES`], then the sustained rate.
+/// The figures of [`ALERT_FIGURES`], in its order.
 fn latencies(l: Latencies) -> [Duration; 5] {
     let (ack, start, done) = (
         Sample::new("ack", l.ack),

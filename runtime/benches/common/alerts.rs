@@ -65,7 +65,7 @@ impl Receiver {
         self.port
     }
 
-    /// The URL a remediation for `fp` calls (what the baselines' actions fetch).
+    /// The URL a remediation calls, less the fingerprint that ends it (the baselines fetch it).
     pub(crate) fn done_url(&self) -> String {
         format!("http://127.0.0.1:{}/done/", self.port)
     }
