@@ -13,6 +13,7 @@
     reason = "a build script reports failure by panicking"
 )]
 
+use sha2::Digest;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -183,14 +184,27 @@ fn main() {
         "/// The standard plugins, built from `plugins/` by `build.rs`: (file name, component).\n\
          pub(crate) const STANDARD_PLUGINS: &[(&str, &[u8])] = &[\n",
     );
+    let mut hashes = String::from(
+        "/// Hex SHA-256 of each standard plugin, in the order of `STANDARD_PLUGINS`, so a warm\n\
+         /// start finds their compiled code without reading (or keeping resident) the bytes.\n\
+         pub(crate) const STANDARD_PLUGIN_HASHES: &[&str] = &[\n",
+    );
     for (package, wasm) in &built {
         let name = package.trim_start_matches("plugin-");
         table.push_str(&format!(
             "    ({name:?}, include_bytes!({:?})),\n",
             wasm.display().to_string()
         ));
+        let bytes = std::fs::read(wasm).expect("read a built plugin");
+        let digest: String = sha2::Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        hashes.push_str(&format!("    {digest:?},\n"));
     }
     table.push_str("];\n");
+    hashes.push_str("];\n");
+    table.push_str(&hashes);
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     std::fs::write(out.join("standard_plugins.rs"), table).expect("write standard_plugins.rs");
     // Tests load fixtures from files; all guests land in one directory.

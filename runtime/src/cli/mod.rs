@@ -170,6 +170,10 @@ pub fn run() -> i32 {
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // A Rhai body runs on a blocking thread for its whole run, sleeps and plugin calls
+        // included, so this bounds the runs that can be in progress at once: well above any
+        // sane `[server] workers` (threads are made on demand and end when idle).
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
         .build()
     {
         Ok(rt) => rt,
@@ -209,6 +213,9 @@ async fn dispatch(cli: Cli) -> Outcome {
         Command::Token(cmd) => token::run(&config, cmd).await,
     }
 }
+
+/// Blocking threads of the async runtime (tokio's default is 512).
+const MAX_BLOCKING_THREADS: usize = 4096;
 
 /// Commands that only print what is stored or configured.
 fn prints_only(command: &Command) -> bool {

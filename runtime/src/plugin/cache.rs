@@ -66,12 +66,25 @@ impl Cache {
             }
         }
         let compiled = engine.precompile_component(bytes)?;
-        if let Err(e) = store(&path, &compiled) {
-            tracing::warn!(path = %path.display(), error = %e, "cannot write the compiled-plugin cache");
+        match store(&path, &compiled) {
+            Ok(()) => {
+                drop(compiled);
+                // Map the file just written, as a warm start does: its pages are shared with
+                // the page cache instead of held as private memory.
+                // SAFETY: written just above from `precompile_component` of this engine.
+                if let Ok(component) = unsafe { Component::deserialize_file(engine, &path) } {
+                    return Ok((component, false));
+                }
+                let compiled = std::fs::read(&path)?;
+                // SAFETY: as above.
+                Ok((unsafe { Component::deserialize(engine, &compiled)? }, false))
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot write the compiled-plugin cache");
+                // SAFETY: `compiled` was produced by `precompile_component` of this engine just above.
+                Ok((unsafe { Component::deserialize(engine, &compiled)? }, false))
+            }
         }
-        // SAFETY: `compiled` was produced by `precompile_component` of this engine just above.
-        let component = unsafe { Component::deserialize(engine, &compiled)? };
-        Ok((component, false))
     }
 }
 

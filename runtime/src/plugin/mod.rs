@@ -26,6 +26,7 @@ use crate::grant::{Denial, DirMode, Grants};
 use anyhow::Context as _;
 use host::{CallEnv, Denials, Egress, HostState, Limiter};
 use serde::Serialize;
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -592,7 +593,28 @@ impl PluginHost {
 
     /// Load a component as a plugin. `origin` names it in messages (`builtin:hello`, a path).
     pub async fn load(&self, origin: &str, bytes: Vec<u8>) -> Result<Plugin, LoadError> {
-        let (component, hash) = self.compile(origin, bytes).await?;
+        self.load_with(origin, Cow::Owned(bytes), None).await
+    }
+
+    /// Load a component embedded in the binary whose hex SHA-256 is known: with a warm cache
+    /// its bytes are never read, so they are not kept in memory either.
+    pub async fn load_embedded(
+        &self,
+        origin: &str,
+        bytes: &'static [u8],
+        hash: &'static str,
+    ) -> Result<Plugin, LoadError> {
+        self.load_with(origin, Cow::Borrowed(bytes), Some(hash))
+            .await
+    }
+
+    async fn load_with(
+        &self,
+        origin: &str,
+        bytes: Cow<'static, [u8]>,
+        hash: Option<&'static str>,
+    ) -> Result<Plugin, LoadError> {
+        let (component, hash) = self.compile(origin, bytes, hash).await?;
         if !self.check_contract(origin, &component, HANDLER_INTERFACE)? {
             return Err(LoadError::NotAPlugin {
                 origin: origin.to_string(),
@@ -626,12 +648,13 @@ impl PluginHost {
     async fn compile(
         &self,
         origin: &str,
-        bytes: Vec<u8>,
+        bytes: Cow<'static, [u8]>,
+        known_hash: Option<&'static str>,
     ) -> Result<(wasmtime::component::Component, String), LoadError> {
         let inner = self.inner.clone();
         let origin_owned = origin.to_string();
         let (component, hash) = tokio::task::spawn_blocking(move || {
-            let hash = content_hash(&bytes);
+            let hash = known_hash.map_or_else(|| content_hash(&bytes), str::to_string);
             let compiled = inner.cache.component(&inner.engine, &bytes, &hash);
             compiled.map(|(c, _)| (c, hash))
         })

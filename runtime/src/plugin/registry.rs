@@ -28,7 +28,7 @@ impl Registry {
     pub async fn load(host: &PluginHost, plugin_dir: &Path) -> Registry {
         let mut sources: Vec<(String, Source)> = crate::builtin::standard_plugins()
             .iter()
-            .map(|(name, bytes)| (format!("builtin:{name}"), Source::Builtin(bytes)))
+            .map(|(name, bytes)| (format!("builtin:{name}"), Source::Builtin(name, bytes)))
             .collect();
         let mut problems = Vec::new();
         match wasm_files(plugin_dir) {
@@ -49,7 +49,12 @@ impl Registry {
             let host = host.clone();
             tasks.spawn(async move {
                 let loaded = match source {
-                    Source::Builtin(bytes) => host.load(&origin, bytes.to_vec()).await,
+                    Source::Builtin(name, bytes) => {
+                        match crate::builtin::standard_plugin_hash(name) {
+                            Some(hash) => host.load_embedded(&origin, bytes, hash).await,
+                            None => host.load(&origin, bytes.to_vec()).await,
+                        }
+                    }
                     Source::File(path) => load_file(&host, &path).await,
                 };
                 (index, origin, loaded)
@@ -117,7 +122,7 @@ impl Registry {
 }
 
 enum Source {
-    Builtin(&'static [u8]),
+    Builtin(&'static str, &'static [u8]),
     File(PathBuf),
 }
 

@@ -126,7 +126,9 @@ impl PluginHost {
         origin: &str,
         bytes: Vec<u8>,
     ) -> Result<RunbookComponent, LoadError> {
-        let (component, content_hash) = self.compile(origin, bytes).await?;
+        let (component, content_hash) = self
+            .compile(origin, std::borrow::Cow::Owned(bytes), None)
+            .await?;
         if !self.check_contract(origin, &component, BODY_INTERFACE)? {
             return Err(LoadError::NotARunbook {
                 origin: origin.to_string(),
