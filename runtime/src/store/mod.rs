@@ -99,6 +99,14 @@ fn setup<'c>(
             ] {
                 sqlx::query(&pragma).execute(&mut *conn).await?;
             }
+        } else {
+            // A node that stalls (SIGSTOP, a VM pause, a partition) in the middle of a
+            // transaction must not hold row locks for longer than this: PostgreSQL ends its
+            // session and the locks go, so other nodes can recover its runs. Runloom's own
+            // transactions never wait between statements.
+            sqlx::query("SET idle_in_transaction_session_timeout = '10s'")
+                .execute(&mut *conn)
+                .await?;
         }
         Ok(())
     })

@@ -307,8 +307,9 @@ impl Store {
     /// `lease_ms` from now and a new fencing token.
     ///
     /// On SQLite the claim is one write of the single writer. On PostgreSQL it is its own
-    /// short transaction: candidates are locked with `FOR UPDATE SKIP LOCKED`, so claimers on
-    /// other nodes pass over them instead of waiting, and each candidate runbook's advisory
+    /// short transaction: candidates are locked with `FOR NO KEY UPDATE SKIP LOCKED`, so
+    /// claimers on other nodes pass over them instead of waiting (and the key-share locks that
+    /// inserting a run's steps or log lines takes on it do not hide it), and each candidate runbook's advisory
     /// lock (taken in name order; admissions take the same lock) makes the concurrency and
     /// per-target lock counts exact across nodes.
     pub async fn claim(
@@ -772,7 +773,7 @@ async fn claim_in(
         }
         Backend::Postgres => {
             "SELECT id, runbook, lock_key, max_concurrency FROM runs WHERE status = 'queued' \
-             ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"
+             ORDER BY id LIMIT $1 FOR NO KEY UPDATE SKIP LOCKED"
         }
     };
     let waiting: Vec<Waiting> = sqlx::query(select)

@@ -505,3 +505,28 @@ async fn writes_survive_a_lost_postgres_connection() {
     );
     assert_eq!(store.get_run(&before.id).await.unwrap().id, before.id);
 }
+
+#[tokio::test]
+async fn a_run_whose_row_another_session_references_is_still_claimed_on_postgres() {
+    use sqlx::Connection;
+    let Some(url) = fresh_postgres().await else {
+        return;
+    };
+    let store = Store::open(&url, Durability::Full).await.unwrap();
+    let r = run("a", RunStatus::Queued);
+    store.insert_run(&r).await.unwrap();
+    // A stalled node's open transaction that inserted a log line for the run: the foreign key
+    // holds a key-share lock on the run's row until that transaction ends.
+    let mut stalled = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut stalled).await.unwrap();
+    sqlx::query(
+        "INSERT INTO logs (run_id, seq, ts, level, source, message) VALUES ($1, 99, 0, 'info', 'engine', 'late')",
+    )
+    .bind(&r.id)
+    .execute(&mut stalled)
+    .await
+    .unwrap();
+    let claimed = store.claim("node-b", 4, 60_000).await.unwrap();
+    assert_eq!(claimed.len(), 1, "the run is not hidden from claims");
+    sqlx::query("ROLLBACK").execute(&mut stalled).await.unwrap();
+}

@@ -169,11 +169,11 @@ fn connection_lost(e: &sqlx::Error) -> bool {
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed => true,
-        // PostgreSQL: connection exceptions (08…) and operator intervention (57P…, e.g. the
-        // server shutting down).
+        // PostgreSQL: connection exceptions (08…), operator intervention (57P…, e.g. the
+        // server shutting down), and a session ended for idling in a transaction (25P03).
         sqlx::Error::Database(db) => db
             .code()
-            .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+            .is_some_and(|c| c.starts_with("08") || c.starts_with("57P") || c == "25P03"),
         _ => false,
     }
 }
