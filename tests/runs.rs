@@ -360,3 +360,31 @@ async fn unbounded_script_allocation_is_stopped_by_its_size_limits() {
     assert_eq!(run.status, RunStatus::Failed);
     assert_eq!(run.error_kind.as_deref(), Some("script"));
 }
+
+#[tokio::test]
+async fn a_run_that_logs_without_end_keeps_its_first_lines_and_says_where_it_was_cut() {
+    let h = Harness::new("", &[]).await;
+    let rb = h
+        .runbook(
+            "chatty",
+            "version = 1\ndescription = \"Logs a lot.\"\n[policy]\nmax_operations = 10000000\n",
+            r#"for i in 0..10050 { info("line " + i); } "done""#,
+        )
+        .await;
+    let run = h.run(&rb, json!({}), false).await;
+    assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.reason);
+    let logs = h.store.logs(&run.id, 0, 20_000).await.unwrap();
+    let script: Vec<_> = logs.iter().filter(|l| l.source == "script").collect();
+    assert_eq!(script.len(), 10_000, "the first 10,000 body lines are kept");
+    assert_eq!(script[9_999].message, "line 9999");
+    let cuts: Vec<_> = logs
+        .iter()
+        .filter(|l| l.message.starts_with("log limit reached"))
+        .collect();
+    assert_eq!(cuts.len(), 1, "the cut is logged once");
+    assert!(
+        logs.last().unwrap().message.contains("succeeded"),
+        "the engine's own lines are kept: {:?}",
+        logs.last()
+    );
+}

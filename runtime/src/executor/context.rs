@@ -56,6 +56,29 @@ pub(super) struct RunContext {
     fence: i64,
     /// Set when a step write was refused because another claim took the run over.
     lost: std::sync::atomic::AtomicBool,
+    /// Lines from the body and its plugins so far in this attempt (see [`MAX_LOG_LINES`]).
+    lines: Arc<AtomicI64>,
+}
+
+/// Most lines a run's body and its plugins may log per attempt. A runbook stuck logging in a
+/// loop must not fill the store; the engine says where the log was cut, and its own lines
+/// (steps, the outcome) are always kept.
+pub(super) const MAX_LOG_LINES: i64 = 10_000;
+
+/// Whether one more body or plugin line may be kept, given the count so far; `Err` once, at
+/// the first line over the limit, so the cut is logged exactly once.
+fn take_line(lines: &AtomicI64) -> Result<bool, ()> {
+    match lines.fetch_add(1, Ordering::SeqCst) + 1 {
+        n if n <= MAX_LOG_LINES => Ok(true),
+        n if n == MAX_LOG_LINES + 1 => Err(()),
+        _ => Ok(false),
+    }
+}
+
+fn cut_notice() -> String {
+    format!(
+        "log limit reached: this run logged {MAX_LOG_LINES} lines; later lines from its body and plugins are not kept"
+    )
 }
 
 impl RunContext {
@@ -102,6 +125,7 @@ impl RunContext {
             journal,
             fence: run.fence,
             lost: std::sync::atomic::AtomicBool::new(false),
+            lines: Arc::new(AtomicI64::new(0)),
         }
     }
 
@@ -114,6 +138,13 @@ impl RunContext {
         message: &str,
         fields: Vec<(String, String)>,
     ) {
+        if source != "engine" {
+            match take_line(&self.lines) {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(()) => return self.emit(step, "warn", "engine", &cut_notice(), Vec::new()),
+            }
+        }
         let record = LogRecord {
             run_id: self.run_id.clone(),
             seq: self.log_seq.fetch_add(1, Ordering::SeqCst) + 1,
@@ -696,17 +727,32 @@ impl RunContext {
         let run_id = self.run_id.clone();
         let observer = self.observer.clone();
         let seqs = self.log_seq.clone();
+        let lines = self.lines.clone();
         Arc::new(move |line: LogLine| {
+            let (level, source, message, fields) = match take_line(&lines) {
+                Ok(true) => (
+                    line.level.to_string(),
+                    line.source.to_string(),
+                    line.message,
+                    line.fields,
+                ),
+                Ok(false) => return,
+                Err(()) => (
+                    "warn".to_string(),
+                    "engine".to_string(),
+                    cut_notice(),
+                    Vec::new(),
+                ),
+            };
             let record = LogRecord {
                 run_id: run_id.clone(),
                 seq: seqs.fetch_add(1, Ordering::SeqCst) + 1,
                 step: Some(seq),
                 ts: now_ms(),
-                level: line.level.to_string(),
-                source: line.source.to_string(),
-                message: masker.mask(&line.message),
-                fields: line
-                    .fields
+                level,
+                source,
+                message: masker.mask(&message),
+                fields: fields
                     .into_iter()
                     .map(|(k, v)| (masker.mask(&k), masker.mask(&v)))
                     .collect(),
