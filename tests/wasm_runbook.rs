@@ -404,3 +404,38 @@ async fn a_plugin_is_not_a_runbook_and_a_runbook_is_not_a_plugin() {
     let err = host.load("hello-wasm", bytes).await.unwrap_err();
     assert!(matches!(err, LoadError::NotAPlugin { .. }), "{err}");
 }
+
+#[tokio::test]
+async fn runbook_bodies_beyond_the_call_slots_run_and_plugin_calls_still_get_instances() {
+    // Two call slots, four body slots: four sleeping bodies hold four instances at once, and a
+    // plugin call made meanwhile still gets one of its own.
+    let host = PluginHost::new(runloom::plugin::HostConfig {
+        cache_dir: Some(crate::support::cache_dir()),
+        max_concurrent_calls: 2,
+        max_concurrent_runbooks: 4,
+        ..runloom::plugin::HostConfig::default()
+    })
+    .unwrap();
+    let hello = builtin(&host, "hello").await;
+    let runbook = runbook_fixture(&host, "runbook-sleep-forever").await;
+    let bodies: Vec<_> = (0..4)
+        .map(|_| {
+            let (runbook, api) = (
+                runbook.clone(),
+                TestApi::new(&host, Vec::new(), json!({}), Duration::from_millis(800)),
+            );
+            tokio::spawn(async move { run(&runbook, &api).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let out = host
+        .call(
+            &hello,
+            runloom::plugin::CallRequest::new("greet", r#"{"name":"ops"}"#),
+        )
+        .await;
+    assert!(out.is_ok(), "{out:?}");
+    for b in bodies {
+        assert_eq!(b.await.unwrap().unwrap_err(), BodyError::TimedOut);
+    }
+}

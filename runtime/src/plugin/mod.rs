@@ -58,6 +58,10 @@ pub struct HostConfig {
     pub cache_dir: Option<PathBuf>,
     /// Most plugin calls running at once; more calls wait for a slot.
     pub max_concurrent_calls: u32,
+    /// Most WebAssembly runbook bodies running at once, each holding its instance for its
+    /// whole run; more wait for a slot. Separate from the call slots, which their own plugin
+    /// calls need.
+    pub max_concurrent_runbooks: u32,
     /// Largest memory limit any single call may be given, in bytes.
     pub max_memory: u64,
 }
@@ -67,6 +71,7 @@ impl Default for HostConfig {
         Self {
             cache_dir: None,
             max_concurrent_calls: 128,
+            max_concurrent_runbooks: 256,
             max_memory: 256 * 1024 * 1024,
         }
     }
@@ -543,6 +548,8 @@ struct HostInner {
     cache: cache::Cache,
     config: HostConfig,
     slots: tokio::sync::Semaphore,
+    /// Slots for WebAssembly runbook bodies.
+    body_slots: tokio::sync::Semaphore,
     pooling: bool,
 }
 
@@ -573,6 +580,8 @@ impl PluginHost {
         start_epoch_ticker(&engine);
         let cache = cache::Cache::new(config.cache_dir.clone(), &engine);
         let slots = tokio::sync::Semaphore::new(config.max_concurrent_calls.max(1) as usize);
+        let body_slots =
+            tokio::sync::Semaphore::new(config.max_concurrent_runbooks.max(1) as usize);
         Ok(Self {
             inner: Arc::new(HostInner {
                 engine,
@@ -581,9 +590,15 @@ impl PluginHost {
                 cache,
                 config,
                 slots,
+                body_slots,
                 pooling,
             }),
         })
+    }
+
+    /// Wait for a runbook-body slot.
+    pub(crate) async fn body_slot(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.inner.body_slots.acquire().await.ok()
     }
 
     /// Whether the pooling allocator is in use.
@@ -1130,7 +1145,11 @@ fn build_engine(config: &HostConfig, pooling: bool) -> anyhow::Result<Engine> {
     c.epoch_interruption(true);
     c.async_stack_zeroing(true);
     if pooling {
-        let n = config.max_concurrent_calls.max(1);
+        // Every call and every runbook body is an instance of its own.
+        let n = config
+            .max_concurrent_calls
+            .max(1)
+            .saturating_add(config.max_concurrent_runbooks.max(1));
         let mut pool = wasmtime::PoolingAllocationConfig::new();
         pool.total_component_instances(n)
             .total_core_instances(n.saturating_mul(8))
@@ -1147,7 +1166,8 @@ fn build_engine(config: &HostConfig, pooling: bool) -> anyhow::Result<Engine> {
         // up to a bound per slot. Instances stay pristine and stacks zeroed either way; the
         // price is resident memory in used slots, at most
         // total_memories × 256 KiB + total_tables × 16 KiB + total_stacks × 32 KiB
-        // (76 MiB at the default 128 calls; `hello` dirties under 16 KiB of stack).
+        // (76 MiB if all 128 call slots were used at once; `hello` dirties under 16 KiB of
+        // stack; body slots cost the same while in use).
         pool.pagemap_scan(wasmtime::Enabled::Auto)
             .linear_memory_keep_resident(256 * 1024)
             .table_keep_resident(16 * 1024)

@@ -174,14 +174,20 @@ impl RunbookComponent {
     /// `crashed`, memory growth past `limits.memory` with kind `memory_limit`, both blamed on
     /// the runbook. A run-error returned by the body fails the run with its kind and blame.
     ///
-    /// The body does not take one of the host's plugin-call slots: it holds its instance for
-    /// the whole run while its own plugin calls need slots, so sharing them could deadlock.
+    /// The body takes one of the host's runbook-body slots (waiting for one, up to its
+    /// deadline), not a plugin-call slot: it holds its instance for the whole run while its
+    /// own plugin calls need call slots, so sharing them could deadlock.
     pub async fn run(
         &self,
         api: Arc<dyn RunApi>,
         limits: RunbookLimits,
     ) -> Result<serde_json::Value, BodyError> {
         let deadline = api.deadline();
+        let _slot =
+            match tokio::time::timeout_at(deadline.into(), self.inner.host.body_slot()).await {
+                Ok(slot) => slot,
+                Err(_) => return Err(BodyError::TimedOut),
+            };
         let mut store = self.store(api.clone(), deadline, limits);
         let pre = &self.inner.pre;
         let result = {
