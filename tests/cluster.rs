@@ -9,37 +9,12 @@ use crate::support::wait_for;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
-use sqlx::{Connection, Executor, PgConnection, Row};
+use sqlx::{Connection, PgConnection, Row};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const FIRING: &str = include_str!("cases/alertmanager/firing.json");
-
-/// The URL of a fresh PostgreSQL database, or `None` with the reason printed.
-async fn fresh_postgres() -> Option<String> {
-    let Ok(base) = std::env::var("RUNLOOM_TEST_POSTGRES_URL") else {
-        eprintln!("skipped: RUNLOOM_TEST_POSTGRES_URL is not set (.ci/run sets it)");
-        return None;
-    };
-    let mut conn = match PgConnection::connect(&base).await {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("skipped: PostgreSQL at RUNLOOM_TEST_POSTGRES_URL is not reachable: {e}");
-            return None;
-        }
-    };
-    let name = format!(
-        "runloom_cluster_{}_{:08x}",
-        std::process::id(),
-        rand::random::<u32>()
-    );
-    conn.execute(format!("CREATE DATABASE {name}").as_str())
-        .await
-        .unwrap();
-    let (prefix, _) = base.rsplit_once('/').unwrap();
-    Some(format!("{prefix}/{name}"))
-}
 
 /// Runbooks every node loads.
 const RUNBOOKS: &[(&str, &str, &str)] = &[
@@ -208,7 +183,7 @@ fn run_id(answer: &Value) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_share_the_queue_cron_ticks_and_alerts_each_exactly_once() {
-    let Some(store) = fresh_postgres().await else {
+    let Some(store) = crate::support::fresh_postgres("cluster").await else {
         return;
     };
     let root = scratch("shared");
@@ -332,7 +307,7 @@ async fn three_nodes_share_the_queue_cron_ticks_and_alerts_each_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_nodes_run_is_recovered_and_a_stalled_nodes_late_result_is_refused() {
-    let Some(store) = fresh_postgres().await else {
+    let Some(store) = crate::support::fresh_postgres("cluster").await else {
         return;
     };
     let root = scratch("recovery");

@@ -345,37 +345,10 @@ async fn two_nodes_on_one_sqlite_store_record_each_tick_once() {
 
 #[tokio::test]
 async fn two_nodes_on_one_postgres_store_record_each_tick_once() {
-    let Some(url) = fresh_postgres().await else {
+    let Some(url) = crate::support::fresh_postgres("cron").await else {
         return;
     };
     two_nodes_record_each_tick_once(Some(&url)).await;
-}
-
-/// The URL of a fresh PostgreSQL database, or `None` (saying why) when
-/// `RUNLOOM_TEST_POSTGRES_URL` is unset or its server is down.
-async fn fresh_postgres() -> Option<String> {
-    use sqlx::{Connection, Executor};
-    let Ok(base) = std::env::var("RUNLOOM_TEST_POSTGRES_URL") else {
-        eprintln!("skipped: RUNLOOM_TEST_POSTGRES_URL is not set (.ci/run sets it)");
-        return None;
-    };
-    let mut conn = match sqlx::PgConnection::connect(&base).await {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("skipped: PostgreSQL at RUNLOOM_TEST_POSTGRES_URL is not reachable: {e}");
-            return None;
-        }
-    };
-    let name = format!(
-        "runloom_cron_{}_{:08x}",
-        Utc::now().timestamp(),
-        rand::random::<u32>()
-    );
-    conn.execute(format!("CREATE DATABASE {name}").as_str())
-        .await
-        .unwrap();
-    let (prefix, _) = base.rsplit_once('/').unwrap();
-    Some(format!("{prefix}/{name}"))
 }
 
 /// A clock the test moves.

@@ -253,3 +253,30 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// The URL of a fresh, empty PostgreSQL database named after `purpose`, or `None` (with the
+/// reason printed) when `RUNLOOM_TEST_POSTGRES_URL` is unset or its server is down.
+pub(crate) async fn fresh_postgres(purpose: &str) -> Option<String> {
+    use sqlx::{Connection, Executor};
+    let Ok(base) = std::env::var("RUNLOOM_TEST_POSTGRES_URL") else {
+        eprintln!("skipped: RUNLOOM_TEST_POSTGRES_URL is not set (.ci/run sets it)");
+        return None;
+    };
+    let mut conn = match sqlx::PgConnection::connect(&base).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("skipped: PostgreSQL at RUNLOOM_TEST_POSTGRES_URL is not reachable: {e}");
+            return None;
+        }
+    };
+    let name = format!(
+        "runloom_{purpose}_{}_{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    );
+    conn.execute(format!("CREATE DATABASE {name}").as_str())
+        .await
+        .unwrap();
+    let (prefix, _) = base.rsplit_once('/').unwrap();
+    Some(format!("{prefix}/{name}"))
+}

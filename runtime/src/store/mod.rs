@@ -229,6 +229,33 @@ impl Store {
         self.inner.writer.submit(f).await
     }
 
+    /// Queue a write that also produces a value, wait until it is committed, and return the
+    /// value. `f` gives (rows affected, value); a batch that is retried runs `f` again, and
+    /// the committed run's value is the one returned.
+    async fn write_value<T: Default + Send + 'static>(
+        &self,
+        f: writer::ValueFn<T>,
+    ) -> anyhow::Result<T> {
+        let slot: Arc<std::sync::Mutex<T>> = Arc::default();
+        let out = slot.clone();
+        let f = Arc::new(f);
+        self.write(Box::new(move |conn| {
+            let (f, slot) = (f.clone(), slot.clone());
+            Box::pin(async move {
+                let (rows, value) = (*f)(conn).await?;
+                if let Ok(mut s) = slot.lock() {
+                    *s = value;
+                }
+                Ok(rows)
+            })
+        }))
+        .await?;
+        Ok(out
+            .lock()
+            .map(|mut s| std::mem::take(&mut *s))
+            .unwrap_or_default())
+    }
+
     /// Record a new run (queued, or skipped with its reason). Durable when this returns.
     pub async fn insert_run(&self, run: &RunRecord) -> anyhow::Result<()> {
         let r = run.clone();

@@ -8,7 +8,6 @@ use crate::safety::{self, Facts, Rules, Verdict, Waiting};
 use serde_json::Value;
 use sqlx::{AnyConnection, Row};
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
 
 /// How a triggered run is keyed and limited, beyond the run record itself.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -248,21 +247,14 @@ impl Store {
         admission: Admission,
     ) -> anyhow::Result<Option<RunRecord>> {
         let backend = self.backend();
-        let out: Arc<Mutex<Option<RunRecord>>> = Arc::default();
-        let slot = out.clone();
-        self.write(Box::new(move |conn| {
-            let (run, admission, slot) = (run.clone(), admission.clone(), slot.clone());
+        self.write_value(Box::new(move |conn| {
+            let (run, admission) = (run.clone(), admission.clone());
             Box::pin(async move {
                 let record = admit_in(conn, backend, &run, &admission).await?;
-                let n = u64::from(record.is_some());
-                if let Ok(mut s) = slot.lock() {
-                    *s = record;
-                }
-                Ok(n)
+                Ok((u64::from(record.is_some()), record))
             })
         }))
-        .await?;
-        Ok(out.lock().ok().and_then(|mut s| s.take()))
+        .await
     }
 
     /// Store one alert of a notification and record the runs it starts, in one transaction.
@@ -278,28 +270,15 @@ impl Store {
         repeat_runs: Vec<(RunRecord, Admission)>,
     ) -> anyhow::Result<AlertOutcome> {
         let backend = self.backend();
-        let out: Arc<Mutex<AlertOutcome>> = Arc::default();
-        let slot = out.clone();
-        self.write(Box::new(move |conn| {
-            let (alert, new_runs, repeat_runs, slot) = (
-                alert.clone(),
-                new_runs.clone(),
-                repeat_runs.clone(),
-                slot.clone(),
-            );
+        self.write_value(Box::new(move |conn| {
+            let (alert, new_runs, repeat_runs) =
+                (alert.clone(), new_runs.clone(), repeat_runs.clone());
             Box::pin(async move {
                 let outcome = ingest_in(conn, backend, &alert, &new_runs, &repeat_runs).await?;
-                if let Ok(mut s) = slot.lock() {
-                    *s = outcome;
-                }
-                Ok(1)
+                Ok((1, outcome))
             })
         }))
-        .await?;
-        Ok(out
-            .lock()
-            .map(|mut s| std::mem::take(&mut *s))
-            .unwrap_or_default())
+        .await
     }
 
     /// Claim up to `max` queued runs for `node`: the oldest that the start rules allow
@@ -324,23 +303,14 @@ impl Store {
         Ok(match self.backend() {
             Backend::Sqlite => {
                 let node = node.to_string();
-                let runs: Arc<Mutex<Vec<RunRecord>>> = Arc::default();
-                let slot = runs.clone();
-                self.write(Box::new(move |conn| {
-                    let (node, slot) = (node.clone(), slot.clone());
+                self.write_value(Box::new(move |conn| {
+                    let node = node.clone();
                     Box::pin(async move {
                         let claimed = claim_in(conn, Backend::Sqlite, &node, max, lease_ms).await?;
-                        let n = claimed.len() as u64;
-                        if let Ok(mut s) = slot.lock() {
-                            *s = claimed;
-                        }
-                        Ok(n)
+                        Ok((claimed.len() as u64, claimed))
                     })
                 }))
-                .await?;
-                runs.lock()
-                    .map(|mut s| std::mem::take(&mut *s))
-                    .unwrap_or_default()
+                .await?
             }
             Backend::Postgres => {
                 let mut tx = self.inner.read.begin().await?;
@@ -414,10 +384,8 @@ impl Store {
             return Ok(HashSet::new());
         }
         let (node, runs) = (node.to_string(), runs.to_vec());
-        let held: Arc<Mutex<HashSet<String>>> = Arc::default();
-        let slot = held.clone();
-        self.write(Box::new(move |conn| {
-            let (node, runs, slot) = (node.clone(), runs.clone(), slot.clone());
+        self.write_value(Box::new(move |conn| {
+            let (node, runs) = (node.clone(), runs.clone());
             Box::pin(async move {
                 let list = (3..3 + runs.len())
                     .map(|i| format!("${i}"))
@@ -437,18 +405,10 @@ impl Store {
                     .iter()
                     .map(|r| r.try_get::<String, _>(0))
                     .collect::<Result<_, _>>()?;
-                let n = ids.len() as u64;
-                if let Ok(mut s) = slot.lock() {
-                    *s = ids;
-                }
-                Ok(n)
+                Ok((ids.len() as u64, ids))
             })
         }))
-        .await?;
-        Ok(held
-            .lock()
-            .map(|mut s| std::mem::take(&mut *s))
-            .unwrap_or_default())
+        .await
     }
 
     /// Put back in the queue every run whose lease ran out before `now` (its node died or
@@ -643,26 +603,7 @@ async fn ingest_in(
     let firing = alert.status == "firing";
     // A firing alert is usually new: try to insert it first, and look at what is stored only
     // when it was already there.
-    let inserted = firing
-        && sqlx::query(
-            "INSERT INTO alerts (fingerprint, starts_at, status, labels, annotations, ends_at, generator_url, \
-             receiver, group_key, first_seen, last_seen) VALUES ($1, $2, 'firing', $3, $4, $5, $6, $7, $8, $9, $10) \
-             ON CONFLICT (fingerprint, starts_at) DO NOTHING",
-        )
-        .bind(alert.fingerprint.clone())
-        .bind(alert.starts_at.clone())
-        .bind(alert.labels.to_string())
-        .bind(alert.annotations.to_string())
-        .bind(alert.ends_at.clone())
-        .bind(alert.generator_url.clone())
-        .bind(alert.receiver.clone())
-        .bind(alert.group_key.clone())
-        .bind(now)
-        .bind(now)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected()
-            == 1;
+    let inserted = firing && insert_alert(conn, alert, now, None).await?;
     let existing = if inserted {
         None
     } else {
@@ -692,24 +633,7 @@ async fn ingest_in(
         }
         (false, existing) => {
             if existing.is_none() {
-                sqlx::query(
-                    "INSERT INTO alerts (fingerprint, starts_at, status, labels, annotations, ends_at, generator_url, \
-                     receiver, group_key, first_seen, last_seen, resolved_at) \
-                     VALUES ($1, $2, 'resolved', $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-                )
-                .bind(alert.fingerprint.clone())
-                .bind(alert.starts_at.clone())
-                .bind(alert.labels.to_string())
-                .bind(alert.annotations.to_string())
-                .bind(alert.ends_at.clone())
-                .bind(alert.generator_url.clone())
-                .bind(alert.receiver.clone())
-                .bind(alert.group_key.clone())
-                .bind(now)
-                .bind(now)
-                .bind(now)
-                .execute(&mut *conn)
-                .await?;
+                insert_alert(conn, alert, now, Some(now)).await?;
                 outcome.disposition = "unknown-resolved".into();
             } else {
                 sqlx::query(
@@ -743,6 +667,43 @@ async fn ingest_in(
         }
     }
     Ok(outcome)
+}
+
+/// Store an alert episode first seen now: firing, or already resolved (`resolved_at`). False
+/// when the episode was already stored.
+async fn insert_alert(
+    conn: &mut AnyConnection,
+    alert: &AlertRecord,
+    now: i64,
+    resolved_at: Option<i64>,
+) -> Result<bool, sqlx::Error> {
+    let status = if resolved_at.is_some() {
+        "resolved"
+    } else {
+        "firing"
+    };
+    let inserted = sqlx::query(
+        "INSERT INTO alerts (fingerprint, starts_at, status, labels, annotations, ends_at, generator_url, \
+         receiver, group_key, first_seen, last_seen, resolved_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+         ON CONFLICT (fingerprint, starts_at) DO NOTHING",
+    )
+    .bind(alert.fingerprint.clone())
+    .bind(alert.starts_at.clone())
+    .bind(status)
+    .bind(alert.labels.to_string())
+    .bind(alert.annotations.to_string())
+    .bind(alert.ends_at.clone())
+    .bind(alert.generator_url.clone())
+    .bind(alert.receiver.clone())
+    .bind(alert.group_key.clone())
+    .bind(now)
+    .bind(now)
+    .bind(resolved_at)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(inserted == 1)
 }
 
 async fn touch(conn: &mut AnyConnection, alert: &AlertRecord, now: i64) -> Result<(), sqlx::Error> {

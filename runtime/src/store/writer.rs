@@ -25,6 +25,13 @@ pub(super) type WriteFn = Box<
     dyn for<'c> Fn(&'c mut AnyConnection) -> BoxFuture<'c, Result<u64, sqlx::Error>> + Send + Sync,
 >;
 
+/// One write that also produces a value: (rows affected, value).
+pub(super) type ValueFn<T> = Box<
+    dyn for<'c> Fn(&'c mut AnyConnection) -> BoxFuture<'c, Result<(u64, T), sqlx::Error>>
+        + Send
+        + Sync,
+>;
+
 /// Opens a fresh write connection, set up like the first.
 pub(super) type Connect =
     Box<dyn Fn() -> BoxFuture<'static, Result<AnyConnection, sqlx::Error>> + Send + Sync>;
