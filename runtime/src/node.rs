@@ -510,13 +510,17 @@ impl Node {
         });
     }
 
-    /// Renew the leases of the runs executing here every quarter lease, and stop those another
-    /// node took over (this node stalled past its lease); on PostgreSQL, also put back in the
+    /// On PostgreSQL: renew the leases of the runs executing here every quarter lease, stop
+    /// those another node took over (this node stalled past its lease), and put back in the
     /// queue the runs of nodes whose leases lapsed. Ends once shutdown has drained the runs.
     async fn keep_leases(self: Arc<Self>) {
+        if self.store.backend() != crate::store::Backend::Postgres {
+            // One node owns a SQLite store: nobody takes its runs over, so there is nothing
+            // to renew (a restart requeues what it left running).
+            return;
+        }
         let lease = self.options.lease;
         let every = (lease / 4).max(Duration::from_millis(50));
-        let shared = self.store.backend() == crate::store::Backend::Postgres;
         loop {
             tokio::select! {
                 () = tokio::time::sleep(every) => {}
@@ -545,7 +549,7 @@ impl Node {
                 }
                 Err(e) => tracing::error!(error = %e, "renewing run leases failed"),
             }
-            if shared && !self.shutdown.is_cancelled() {
+            if !self.shutdown.is_cancelled() {
                 match self.store.requeue_expired(now).await {
                     Ok(0) => {}
                     Ok(n) => {

@@ -526,29 +526,6 @@ impl Store {
         Ok(row.map(|r| r.try_get(0)).transpose()?)
     }
 
-    /// Queued and running runs of one trigger of a runbook.
-    pub async fn active_runs(&self, runbook: &str, trigger_id: &str) -> anyhow::Result<(i64, i64)> {
-        let rows = sqlx::query(
-            "SELECT status, COUNT(*) FROM runs WHERE runbook = $1 AND trigger_id = $2 \
-             AND status IN ('queued', 'running') GROUP BY status",
-        )
-        .bind(runbook.to_string())
-        .bind(trigger_id.to_string())
-        .fetch_all(&self.inner.read)
-        .await?;
-        let mut out = (0, 0);
-        for r in rows {
-            let status: String = r.try_get(0)?;
-            let n: i64 = r.try_get(1)?;
-            if status == "queued" {
-                out.0 = n;
-            } else {
-                out.1 = n;
-            }
-        }
-        Ok(out)
-    }
-
     /// The latest tick recorded for a cron trigger (Unix ms), by any node.
     pub async fn last_scheduled(
         &self,
