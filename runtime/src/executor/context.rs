@@ -200,13 +200,22 @@ impl RunContext {
         for mut group in open {
             group.status = StepStatus::Interrupted;
             group.ended_at = Some(now_ms());
-            let _ = self
-                .exec
-                .store
-                .finish_step(&group, self.fence)
-                .await
-                .map(|held| self.still_held(held));
+            let _ = self.record_end(&group).await;
         }
+    }
+
+    /// Record a step as started, fenced by this run's claim (see [`Self::still_held`]).
+    async fn record_start(&self, step: &StepRecord) -> anyhow::Result<()> {
+        let held = self.exec.store.insert_step(step, self.fence).await?;
+        self.still_held(held);
+        Ok(())
+    }
+
+    /// Record how a step ended, fenced by this run's claim (see [`Self::still_held`]).
+    async fn record_end(&self, step: &StepRecord) -> anyhow::Result<()> {
+        let held = self.exec.store.finish_step(step, self.fence).await?;
+        self.still_held(held);
+        Ok(())
     }
 
     /// After a fenced step write: `held` false means another claim took the run over (this
@@ -299,13 +308,12 @@ impl RunContext {
                 step.blame = Some(e.blame.clone());
             }
         }
-        let store = &self.exec.store;
         let recorded = if step.action_kind.as_deref() == Some("read") {
-            store.insert_step(&step, self.fence).await
+            self.record_start(&step).await
         } else {
-            store.finish_step(&step, self.fence).await
+            self.record_end(&step).await
         };
-        if let Err(e) = recorded.map(|held| self.still_held(held)) {
+        if let Err(e) = recorded {
             tracing::error!(run = %self.run_id, error = %e, "cannot record a step");
         }
     }
@@ -355,13 +363,7 @@ impl RunApi for RunContext {
             step.plugin_hash = done.plugin_hash.clone();
             step.output = done.output.clone();
             step.ended_at = Some(now_ms());
-            if let Err(e) = self
-                .exec
-                .store
-                .insert_step(&step, self.fence)
-                .await
-                .map(|held| self.still_held(held))
-            {
+            if let Err(e) = self.record_start(&step).await {
                 return Err(StepError::new(
                     "engine",
                     "engine",
@@ -414,12 +416,7 @@ impl RunApi for RunContext {
         let (uses, loaded, kind) = match resolved {
             Ok(r) => r,
             Err(e) => {
-                let _ = self
-                    .exec
-                    .store
-                    .insert_step(&step, self.fence)
-                    .await
-                    .map(|held| self.still_held(held));
+                let _ = self.record_start(&step).await;
                 self.emit(Some(seq), "error", "engine", &e.message, Vec::new());
                 let result = Err(e);
                 self.record(step, &result, 0).await;
@@ -433,13 +430,7 @@ impl RunApi for RunContext {
             step.status = StepStatus::Planned;
             step.ended_at = Some(now_ms());
             step.attempts = 0;
-            if let Err(e) = self
-                .exec
-                .store
-                .insert_step(&step, self.fence)
-                .await
-                .map(|held| self.still_held(held))
-            {
+            if let Err(e) = self.record_start(&step).await {
                 return Err(StepError::new(
                     "engine",
                     "engine",
@@ -463,12 +454,7 @@ impl RunApi for RunContext {
         // A mutation is recorded before it is invoked: the journal must know it was attempted.
         // A read is recorded once, when it ends (one write instead of two on every check).
         if kind == ActionKind::Mutate
-            && let Err(e) = self
-                .exec
-                .store
-                .insert_step(&step, self.fence)
-                .await
-                .map(|held| self.still_held(held))
+            && let Err(e) = self.record_start(&step).await
         {
             return Err(StepError::new(
                 "engine",
@@ -572,13 +558,7 @@ impl RunApi for RunContext {
             started_at: now_ms(),
             ended_at: None,
         };
-        if let Err(e) = self
-            .exec
-            .store
-            .insert_step(&group, self.fence)
-            .await
-            .map(|held| self.still_held(held))
-        {
+        if let Err(e) = self.record_start(&group).await {
             tracing::error!(run = %self.run_id, error = %e, "cannot record a step");
         }
         if let Ok(mut s) = self.steps.lock() {
@@ -623,13 +603,7 @@ impl RunApi for RunContext {
             &format!("step `{}` {word}", group.name),
             Vec::new(),
         );
-        if let Err(e) = self
-            .exec
-            .store
-            .finish_step(&group, self.fence)
-            .await
-            .map(|held| self.still_held(held))
-        {
+        if let Err(e) = self.record_end(&group).await {
             tracing::error!(run = %self.run_id, error = %e, "cannot record a step");
         }
     }

@@ -1,18 +1,21 @@
 //! The store: runs, steps and logs in SQLite (the default, one file in WAL mode) or
 //! PostgreSQL, chosen by URL. All SQL in Runloom lives in this module.
 //!
-//! Writes go through one writer task that group-commits: it takes every write waiting in its
+//! Writes go through one writer that group-commits: it takes every write waiting in its
 //! queue, applies them in one transaction (`BEGIN IMMEDIATE` on SQLite, so the busy timeout
 //! applies instead of an immediate `SQLITE_BUSY`), commits once, then acknowledges each. A
 //! caller that needs durability awaits the acknowledgement; log lines are fire-and-forget but
-//! ordered before any later acknowledged write. Reads use a separate pool.
+//! ordered before any later acknowledged write. On SQLite the writer is a thread of its own
+//! with a `rusqlite` connection (see `db`); reads use a separate sqlx pool.
 //!
-//! Queries are written once for both backends through `sqlx::Any`: `$N` placeholders in
-//! increasing order (SQLite numbers named parameters by first appearance), integers for
-//! booleans and times (Unix milliseconds), JSON as text.
+//! Queries are written once for both backends: `$N` placeholders in increasing order (SQLite
+//! numbers named parameters by first appearance), integers for booleans and times (Unix
+//! milliseconds), JSON as text. Writes issue them through [`db::Tx`], reads through
+//! `sqlx::Any`.
 //!
 //! Invariant: other modules see plain Rust types ([`crate::run`]), never rows or SQL.
 
+mod db;
 mod notify;
 mod server;
 mod tokens;
@@ -23,6 +26,7 @@ pub use tokens::{NewToken, TOKEN_PREFIX, TokenRecord};
 
 use crate::run::{LogRecord, RunRecord, RunStatus, StepRecord, StepStatus};
 use anyhow::Context;
+use db::{DbError, Row as DbRow, Tx, params};
 use serde_json::Value;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
@@ -113,26 +117,87 @@ fn setup<'c>(
 }
 
 /// The fenced end of a run: see [`Store::finish_run`].
-async fn finish_in(
-    conn: &mut sqlx::AnyConnection,
-    e: RunEnd,
-    fence: i64,
-) -> Result<u64, sqlx::Error> {
-    sqlx::query(
+async fn finish_in(conn: &mut dyn Tx, e: RunEnd, fence: i64) -> Result<u64, DbError> {
+    conn.execute(
         "UPDATE runs SET status = $1, output = $2, reason = $3, error_kind = $4, blame = $5, \
          ended_at = $6, lease_until = NULL WHERE id = $7 AND fence = $8 AND status = 'running'",
+        params![
+            e.status.as_str(),
+            e.output.map(|o| o.to_string()),
+            e.reason,
+            e.error_kind,
+            e.blame,
+            e.ended_at,
+            e.id,
+            fence
+        ],
     )
-    .bind(e.status.as_str())
-    .bind(e.output.map(|o| o.to_string()))
-    .bind(e.reason)
-    .bind(e.error_kind)
-    .bind(e.blame)
-    .bind(e.ended_at)
-    .bind(e.id)
-    .bind(fence)
-    .execute(conn)
     .await
-    .map(|r| r.rows_affected())
+}
+
+/// Insert log lines. A line numbered twice can only come from a node whose claim was taken
+/// over; the first stays, and the other lines are kept.
+async fn insert_logs(conn: &mut dyn Tx, lines: Vec<LogRecord>) -> Result<u64, DbError> {
+    // SQLite runs each insert on the writer's thread from one cached statement; PostgreSQL
+    // gets them 100 rows to a statement, one round trip each.
+    let rows_per_statement = match conn.backend() {
+        Backend::Sqlite => 1,
+        Backend::Postgres => 100,
+    };
+    // Every chunk but the last has the same shape: build its statement once.
+    let full = insert_logs_sql(rows_per_statement.min(lines.len()));
+    let mut n = 0;
+    for chunk in lines.chunks(rows_per_statement) {
+        let short;
+        let sql = if chunk.len() == rows_per_statement.min(lines.len()) {
+            &full
+        } else {
+            short = insert_logs_sql(chunk.len());
+            &short
+        };
+        let mut params = Vec::with_capacity(chunk.len() * 8);
+        for l in chunk {
+            let fields = (!l.fields.is_empty())
+                .then(|| serde_json::to_string(&l.fields).unwrap_or_default());
+            params.extend(params![
+                l.run_id.clone(),
+                l.seq,
+                l.step,
+                l.ts,
+                l.level.clone(),
+                l.source.clone(),
+                l.message.clone(),
+                fields
+            ]);
+        }
+        n += conn.execute(sql, params).await?;
+    }
+    Ok(n)
+}
+
+/// The insert of `rows` log lines; a line numbered twice keeps its first version.
+fn insert_logs_sql(rows: usize) -> String {
+    let values: Vec<String> = (0..rows)
+        .map(|i| {
+            let b = i * 8;
+            format!(
+                "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                b + 1,
+                b + 2,
+                b + 3,
+                b + 4,
+                b + 5,
+                b + 6,
+                b + 7,
+                b + 8
+            )
+        })
+        .collect();
+    format!(
+        "INSERT INTO logs (run_id, seq, step, ts, level, source, message, fields) VALUES {} \
+         ON CONFLICT (run_id, seq) DO NOTHING",
+        values.join(", ")
+    )
 }
 
 /// The default store URL for a data directory.
@@ -152,6 +217,7 @@ impl Store {
         } else {
             anyhow::bail!("store URL `{url}`: expected `sqlite://PATH` or `postgres://…`");
         };
+        let mut sqlite_path = None;
         let url = match backend {
             Backend::Sqlite => {
                 let path = url
@@ -165,6 +231,7 @@ impl Store {
                         format!("creating the data directory `{}`", dir.display())
                     })?;
                 }
+                sqlite_path = Some(path.to_string());
                 format!("sqlite://{path}?mode=rwc")
             }
             Backend::Postgres => url.to_string(),
@@ -197,16 +264,31 @@ impl Store {
             .run(&mut write_conn)
             .await
             .context("migrating the store")?;
-        let reconnect: writer::Connect = Box::new(move || {
-            let options = options.clone();
-            Box::pin(async move {
-                use sqlx::ConnectOptions;
-                let mut conn = options.connect().await?;
-                setup(&mut conn, backend, sync).await?;
-                Ok(conn)
-            })
-        });
-        let writer = Writer::start(write_conn, backend, reconnect);
+        let writer = match sqlite_path {
+            Some(path) => {
+                // SQLite: the writer thread owns its own connection (see `db`).
+                use sqlx::Connection;
+                write_conn.close().await?;
+                let open: writer::Connect<db::Sqlite> = Box::new(move || {
+                    let path = path.clone();
+                    Box::pin(async move { db::Sqlite::open(&path, sync) })
+                });
+                Writer::start_thread(open, backend)
+                    .with_context(|| format!("opening the store `{}`", redact(&url)))?
+            }
+            None => {
+                let reconnect: writer::Connect<sqlx::AnyConnection> = Box::new(move || {
+                    let options = options.clone();
+                    Box::pin(async move {
+                        use sqlx::ConnectOptions;
+                        let mut conn = options.connect().await?;
+                        setup(&mut conn, backend, sync).await?;
+                        Ok(conn)
+                    })
+                });
+                Writer::start(write_conn, backend, reconnect)
+            }
+        };
         Ok(Store {
             inner: Arc::new(Inner {
                 backend,
@@ -262,27 +344,27 @@ impl Store {
         self.write(Box::new(move |conn| {
             let r = r.clone();
             Box::pin(async move {
-                sqlx::query(
+                conn.execute(
                     "INSERT INTO runs (id, runbook, runbook_hash, status, trigger_kind, trigger, params, \
                      dry_run, reason, queued_at, started_at, ended_at, trigger_id) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                    params![
+                        r.id,
+                        r.runbook,
+                        r.runbook_hash,
+                        r.status.as_str(),
+                        r.trigger_kind,
+                        r.trigger.to_string(),
+                        r.params.to_string(),
+                        i64::from(r.dry_run),
+                        r.reason,
+                        r.queued_at,
+                        r.started_at,
+                        r.ended_at,
+                        r.trigger_id
+                    ],
                 )
-                .bind(r.id)
-                .bind(r.runbook)
-                .bind(r.runbook_hash)
-                .bind(r.status.as_str())
-                .bind(r.trigger_kind)
-                .bind(r.trigger.to_string())
-                .bind(r.params.to_string())
-                .bind(i64::from(r.dry_run))
-                .bind(r.reason)
-                .bind(r.queued_at)
-                .bind(r.started_at)
-                .bind(r.ended_at)
-                .bind(r.trigger_id)
-                .execute(conn)
                 .await
-                .map(|r| r.rows_affected())
             })
         }))
         .await?;
@@ -296,15 +378,12 @@ impl Store {
             .write(Box::new(move |conn| {
                 let id = id.clone();
                 Box::pin(async move {
-                    sqlx::query(
+                    conn.execute(
                         "UPDATE runs SET status = 'running', started_at = $1, attempt = attempt + 1 \
                          WHERE id = $2 AND status = 'queued'",
+                        params![at, id],
                     )
-                    .bind(at)
-                    .bind(id)
-                    .execute(conn)
                     .await
-                    .map(|r| r.rows_affected())
                 })
             }))
             .await?;
@@ -331,22 +410,19 @@ impl Store {
         self.write(Box::new(move |conn| {
             let id = full.clone();
             Box::pin(async move {
-                let queued = sqlx::query(
-                    "UPDATE runs SET status = 'cancelled', reason = 'cancelled before it started', \
-                     ended_at = $1, cancel_requested = 1 WHERE id = $2 AND status = 'queued'",
-                )
-                .bind(at)
-                .bind(id.clone())
-                .execute(&mut *conn)
-                .await?
-                .rows_affected();
-                let running = sqlx::query(
-                    "UPDATE runs SET cancel_requested = 1 WHERE id = $1 AND status = 'running'",
-                )
-                .bind(id)
-                .execute(&mut *conn)
-                .await?
-                .rows_affected();
+                let queued = conn
+                    .execute(
+                        "UPDATE runs SET status = 'cancelled', reason = 'cancelled before it started', \
+                         ended_at = $1, cancel_requested = 1 WHERE id = $2 AND status = 'queued'",
+                        params![at, id.clone()],
+                    )
+                    .await?;
+                let running = conn
+                    .execute(
+                        "UPDATE runs SET cancel_requested = 1 WHERE id = $1 AND status = 'running'",
+                        params![id],
+                    )
+                    .await?;
                 Ok(queued + running)
             })
         }))
@@ -374,37 +450,37 @@ impl Store {
         let n = self.write(Box::new(move |conn| {
             let s = s.clone();
             Box::pin(async move {
-                sqlx::query(
+                conn.execute(
                     "INSERT INTO steps (run_id, seq, parent, kind, name, plugin, action, action_kind, \
                      plugin_hash, status, input, output, error_kind, error, blame, attempts, started_at, ended_at, \
                      call_index) \
                      SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19 \
                      WHERE EXISTS (SELECT 1 FROM runs WHERE id = $20 AND fence = $21)",
+                    params![
+                        s.run_id.clone(),
+                        s.seq,
+                        s.parent,
+                        s.kind,
+                        s.name,
+                        s.plugin,
+                        s.action,
+                        s.action_kind,
+                        s.plugin_hash,
+                        s.status.as_str(),
+                        s.input.map(|v| v.to_string()),
+                        s.output.map(|v| v.to_string()),
+                        s.error_kind,
+                        s.error,
+                        s.blame,
+                        s.attempts,
+                        s.started_at,
+                        s.ended_at,
+                        s.call_index,
+                        s.run_id,
+                        fence
+                    ],
                 )
-                .bind(s.run_id.clone())
-                .bind(s.seq)
-                .bind(s.parent)
-                .bind(s.kind)
-                .bind(s.name)
-                .bind(s.plugin)
-                .bind(s.action)
-                .bind(s.action_kind)
-                .bind(s.plugin_hash)
-                .bind(s.status.as_str())
-                .bind(s.input.map(|v| v.to_string()))
-                .bind(s.output.map(|v| v.to_string()))
-                .bind(s.error_kind)
-                .bind(s.error)
-                .bind(s.blame)
-                .bind(s.attempts)
-                .bind(s.started_at)
-                .bind(s.ended_at)
-                .bind(s.call_index)
-                .bind(s.run_id)
-                .bind(fence)
-                .execute(conn)
                 .await
-                .map(|r| r.rows_affected())
             })
         }))
         .await?;
@@ -418,26 +494,26 @@ impl Store {
         let n = self.write(Box::new(move |conn| {
             let s = s.clone();
             Box::pin(async move {
-                sqlx::query(
+                conn.execute(
                     "UPDATE steps SET status = $1, output = $2, error_kind = $3, error = $4, blame = $5, \
                      attempts = $6, ended_at = $7, plugin_hash = $8 WHERE run_id = $9 AND seq = $10 \
                      AND EXISTS (SELECT 1 FROM runs WHERE id = $11 AND fence = $12)",
+                    params![
+                        s.status.as_str(),
+                        s.output.map(|v| v.to_string()),
+                        s.error_kind,
+                        s.error,
+                        s.blame,
+                        s.attempts,
+                        s.ended_at,
+                        s.plugin_hash,
+                        s.run_id.clone(),
+                        s.seq,
+                        s.run_id,
+                        fence
+                    ],
                 )
-                .bind(s.status.as_str())
-                .bind(s.output.map(|v| v.to_string()))
-                .bind(s.error_kind)
-                .bind(s.error)
-                .bind(s.blame)
-                .bind(s.attempts)
-                .bind(s.ended_at)
-                .bind(s.plugin_hash)
-                .bind(s.run_id.clone())
-                .bind(s.seq)
-                .bind(s.run_id)
-                .bind(fence)
-                .execute(conn)
                 .await
-                .map(|r| r.rows_affected())
             })
         }))
         .await?;
@@ -485,43 +561,7 @@ impl Store {
                 }
                 _ => Vec::new(),
             };
-            Box::pin(async move {
-                let mut n = 0;
-                for chunk in lines.chunks(100) {
-                    let mut sql = String::from(
-                        "INSERT INTO logs (run_id, seq, step, ts, level, source, message, fields) VALUES ",
-                    );
-                    for i in 0..chunk.len() {
-                        let b = i * 8;
-                        if i > 0 {
-                            sql.push_str(", ");
-                        }
-                        sql.push_str(&format!(
-                            "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                            b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7, b + 8
-                        ));
-                    }
-                    // A line numbered twice can only come from a node whose claim was taken
-                    // over; the first stays, and the other lines of the batch are kept.
-                    sql.push_str(" ON CONFLICT (run_id, seq) DO NOTHING");
-                    let mut q = sqlx::query(&sql);
-                    for l in chunk {
-                        let fields = (!l.fields.is_empty())
-                            .then(|| serde_json::to_string(&l.fields).unwrap_or_default());
-                        q = q
-                            .bind(l.run_id.clone())
-                            .bind(l.seq)
-                            .bind(l.step)
-                            .bind(l.ts)
-                            .bind(l.level.clone())
-                            .bind(l.source.clone())
-                            .bind(l.message.clone())
-                            .bind(fields);
-                    }
-                    n += q.execute(&mut *conn).await?.rows_affected();
-                }
-                Ok(n)
-            })
+            Box::pin(async move { insert_logs(conn, lines).await })
         }));
     }
 
@@ -547,9 +587,9 @@ impl Store {
         .map_err(anyhow::Error::from)?;
         match rows.as_slice() {
             [] => Err(StoreError::NotFound(id)),
-            [one] => Ok(run_from_row(one)?),
+            [one] => Ok(run_from_any(one)?),
             [first, ..] => {
-                let first = run_from_row(first)?;
+                let first = run_from_any(first)?;
                 if first.id == id {
                     Ok(first)
                 } else {
@@ -583,7 +623,7 @@ impl Store {
         }
         q = q.bind(i64::from(filter.limit));
         let rows = q.fetch_all(&self.inner.read).await?;
-        rows.iter().map(run_from_row).collect()
+        rows.iter().map(run_from_any).collect()
     }
 
     /// The steps of a run, in order.
@@ -683,31 +723,36 @@ fn json(text: Option<String>) -> Option<Value> {
     text.map(|t| serde_json::from_str(&t).unwrap_or(Value::String(t)))
 }
 
-pub(super) fn run_from_row(r: &AnyRow) -> anyhow::Result<RunRecord> {
-    let status: String = r.try_get("status")?;
+/// A run read through the sqlx pool.
+pub(super) fn run_from_any(r: &AnyRow) -> anyhow::Result<RunRecord> {
+    run_from_row(&DbRow::from_any(r)?)
+}
+
+fn run_from_row(r: &DbRow) -> anyhow::Result<RunRecord> {
+    let status: String = r.get("status")?;
     Ok(RunRecord {
-        id: r.try_get("id")?,
-        runbook: r.try_get("runbook")?,
-        runbook_hash: r.try_get("runbook_hash")?,
+        id: r.get("id")?,
+        runbook: r.get("runbook")?,
+        runbook_hash: r.get("runbook_hash")?,
         status: status.parse().map_err(anyhow::Error::msg)?,
-        trigger_kind: r.try_get("trigger_kind")?,
-        trigger: json(r.try_get("trigger")?).unwrap_or(Value::Null),
-        params: json(r.try_get("params")?).unwrap_or(Value::Null),
-        dry_run: r.try_get::<i64, _>("dry_run")? != 0,
-        reason: r.try_get("reason")?,
-        error_kind: r.try_get("error_kind")?,
-        blame: r.try_get("blame")?,
-        output: json(r.try_get("output")?),
-        queued_at: r.try_get("queued_at")?,
-        started_at: r.try_get("started_at")?,
-        ended_at: r.try_get("ended_at")?,
-        attempt: r.try_get("attempt")?,
-        trigger_id: r.try_get("trigger_id")?,
-        lock_key: r.try_get("lock_key")?,
-        alert_key: r.try_get("alert_key")?,
-        scheduled_at: r.try_get("scheduled_at")?,
-        node: r.try_get("node")?,
-        fence: r.try_get("fence")?,
+        trigger_kind: r.get("trigger_kind")?,
+        trigger: json(r.get("trigger")?).unwrap_or(Value::Null),
+        params: json(r.get("params")?).unwrap_or(Value::Null),
+        dry_run: r.get::<i64>("dry_run")? != 0,
+        reason: r.get("reason")?,
+        error_kind: r.get("error_kind")?,
+        blame: r.get("blame")?,
+        output: json(r.get("output")?),
+        queued_at: r.get("queued_at")?,
+        started_at: r.get("started_at")?,
+        ended_at: r.get("ended_at")?,
+        attempt: r.get("attempt")?,
+        trigger_id: r.get("trigger_id")?,
+        lock_key: r.get("lock_key")?,
+        alert_key: r.get("alert_key")?,
+        scheduled_at: r.get("scheduled_at")?,
+        node: r.get("node")?,
+        fence: r.get("fence")?,
     })
 }
 

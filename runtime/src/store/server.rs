@@ -2,11 +2,12 @@
 //! kernel, claiming queued runs for workers, alert episodes, the breaker, the global pause,
 //! and recovery after a restart. Each decision and its record happen in one transaction.
 
+use super::db::{DbError, Row as DbRow, Tx, params};
 use super::{Backend, Store};
 use crate::run::{RunRecord, RunStatus, now_ms};
 use crate::safety::{self, Facts, Rules, Verdict, Waiting};
 use serde_json::Value;
-use sqlx::{AnyConnection, Row};
+use sqlx::Row;
 use std::collections::{HashMap, HashSet};
 
 /// How a triggered run is keyed and limited, beyond the run record itself.
@@ -103,60 +104,64 @@ fn static_rule(rule: &str) -> &'static str {
     }
 }
 
+/// The single row a statement returns.
+fn one(rows: Vec<DbRow>) -> Result<DbRow, DbError> {
+    rows.into_iter()
+        .next()
+        .ok_or_else(|| DbError::Failed("the statement returned no row".into()))
+}
+
 /// Gather the facts for admission and record the run, inside a transaction. Returns `None`
 /// when another node already recorded this cron tick.
 async fn admit_in(
-    conn: &mut AnyConnection,
+    conn: &mut dyn Tx,
     backend: Backend,
     run: &RunRecord,
     a: &Admission,
-) -> Result<Option<RunRecord>, sqlx::Error> {
+) -> Result<Option<RunRecord>, DbError> {
     if backend == Backend::Postgres {
         // Serialise admissions of one runbook across nodes, so limits hold cluster-wide.
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
-            .bind(run.runbook.clone())
-            .execute(&mut *conn)
-            .await?;
+        conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtext($1))",
+            params![&run.runbook],
+        )
+        .await?;
     }
     let now = run.queued_at;
     let mut facts = Facts::default();
     // The global pause and the runbook's breaker, in one statement: admission is on every
     // triggered run's path.
-    let row = sqlx::query(
-        "SELECT s.value, r.consecutive_failures, r.breaker_open_since FROM (SELECT 1 AS one) AS o \
-         LEFT JOIN settings s ON s.name = 'paused' \
-         LEFT JOIN runbook_state r ON r.runbook = $1",
-    )
-    .bind(run.runbook.clone())
-    .fetch_one(&mut *conn)
-    .await?;
-    facts.paused = row.try_get(0)?;
-    facts.consecutive_failures = row.try_get::<Option<i64>, _>(1)?.unwrap_or(0);
-    facts.breaker_open_since = row.try_get(2)?;
+    let row = one(conn
+        .query(
+            "SELECT s.value, r.consecutive_failures, r.breaker_open_since FROM (SELECT 1 AS one) AS o \
+             LEFT JOIN settings s ON s.name = 'paused' \
+             LEFT JOIN runbook_state r ON r.runbook = $1",
+            params![&run.runbook],
+        )
+        .await?)?;
+    facts.paused = row.get(0)?;
+    facts.consecutive_failures = row.get::<Option<i64>>(1)?.unwrap_or(0);
+    facts.breaker_open_since = row.get(2)?;
     if let Some(limit) = a.rules.rate_limit {
         let since = now - i64::try_from(limit.window.as_millis()).unwrap_or(i64::MAX);
-        let row = sqlx::query(
-            "SELECT COUNT(*) FROM runs WHERE runbook = $1 AND rule_key = $2 AND status <> 'skipped' AND queued_at >= $3",
-        )
-        .bind(run.runbook.clone())
-        .bind(a.rule_key.clone())
-        .bind(since)
-        .fetch_one(&mut *conn)
-        .await?;
-        facts.runs_in_window = u32::try_from(row.try_get::<i64, _>(0)?).unwrap_or(u32::MAX);
+        let row = one(conn
+            .query(
+                "SELECT COUNT(*) FROM runs WHERE runbook = $1 AND rule_key = $2 AND status <> 'skipped' AND queued_at >= $3",
+                params![&run.runbook, &a.rule_key, since],
+            )
+            .await?)?;
+        facts.runs_in_window = u32::try_from(row.get::<i64>(0)?).unwrap_or(u32::MAX);
     }
     if a.rules.cooldown.is_some() {
         // A run still queued or running counts as "just now".
-        let row = sqlx::query(
-            "SELECT MAX(CASE WHEN ended_at IS NULL THEN $1 ELSE ended_at END) FROM runs \
-             WHERE runbook = $2 AND rule_key = $3 AND status <> 'skipped'",
-        )
-        .bind(now)
-        .bind(run.runbook.clone())
-        .bind(a.rule_key.clone())
-        .fetch_one(&mut *conn)
-        .await?;
-        facts.last_run_at = row.try_get(0)?;
+        let row = one(conn
+            .query(
+                "SELECT MAX(CASE WHEN ended_at IS NULL THEN $1 ELSE ended_at END) FROM runs \
+                 WHERE runbook = $2 AND rule_key = $3 AND status <> 'skipped'",
+                params![now, &run.runbook, &a.rule_key],
+            )
+            .await?)?;
+        facts.last_run_at = row.get(0)?;
     }
     let verdict = match &a.skip {
         Some((rule, reason)) => Verdict::Suppress {
@@ -170,60 +175,60 @@ async fn admit_in(
         (verdict, _) => verdict,
     };
     let record = record_from(run.clone(), &verdict, now);
-    let inserted = sqlx::query(
-        "INSERT INTO runs (id, runbook, runbook_hash, status, trigger_kind, trigger, params, dry_run, \
-         reason, error_kind, queued_at, ended_at, trigger_id, lock_key, rule_key, max_concurrency, \
-         alert_key, schedule_key, scheduled_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) \
-         ON CONFLICT (schedule_key) DO NOTHING",
-    )
-    .bind(record.id.clone())
-    .bind(record.runbook.clone())
-    .bind(record.runbook_hash.clone())
-    .bind(record.status.as_str())
-    .bind(record.trigger_kind.clone())
-    .bind(record.trigger.to_string())
-    .bind(record.params.to_string())
-    .bind(i64::from(record.dry_run))
-    .bind(record.reason.clone())
-    .bind(record.error_kind.clone())
-    .bind(record.queued_at)
-    .bind(record.ended_at)
-    .bind(a.trigger_id.clone())
-    .bind(a.lock_key.clone())
-    .bind(a.rule_key.clone())
-    .bind(a.max_concurrency)
-    .bind(a.alert_key.clone())
-    .bind(a.schedule_key.clone())
-    .bind(a.scheduled_at)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
+    let inserted = conn
+        .execute(
+            "INSERT INTO runs (id, runbook, runbook_hash, status, trigger_kind, trigger, params, dry_run, \
+             reason, error_kind, queued_at, ended_at, trigger_id, lock_key, rule_key, max_concurrency, \
+             alert_key, schedule_key, scheduled_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) \
+             ON CONFLICT (schedule_key) DO NOTHING",
+            params![
+                &record.id,
+                &record.runbook,
+                &record.runbook_hash,
+                record.status.as_str(),
+                &record.trigger_kind,
+                record.trigger.to_string(),
+                record.params.to_string(),
+                i64::from(record.dry_run),
+                &record.reason,
+                &record.error_kind,
+                record.queued_at,
+                record.ended_at,
+                &a.trigger_id,
+                &a.lock_key,
+                &a.rule_key,
+                a.max_concurrency,
+                &a.alert_key,
+                &a.schedule_key,
+                a.scheduled_at
+            ],
+        )
+        .await?;
     Ok((inserted == 1).then_some(record))
 }
 
 /// A cron trigger's overlap policy against its runs still queued or running.
 async fn overlap_in(
-    conn: &mut AnyConnection,
+    conn: &mut dyn Tx,
     run: &RunRecord,
     a: &Admission,
     policy: crate::runbook::Overlap,
-) -> Result<Verdict, sqlx::Error> {
+) -> Result<Verdict, DbError> {
     use crate::runbook::Overlap;
     if policy == Overlap::Allow {
         return Ok(Verdict::Admit);
     }
     let mut active: HashMap<String, String> = HashMap::new();
-    for row in sqlx::query(
-        "SELECT status, MIN(id) FROM runs WHERE runbook = $1 AND trigger_id = $2 \
-         AND status IN ('queued', 'running') GROUP BY status",
-    )
-    .bind(run.runbook.clone())
-    .bind(a.trigger_id.clone())
-    .fetch_all(&mut *conn)
-    .await?
+    for row in conn
+        .query(
+            "SELECT status, MIN(id) FROM runs WHERE runbook = $1 AND trigger_id = $2 \
+             AND status IN ('queued', 'running') GROUP BY status",
+            params![&run.runbook, &a.trigger_id],
+        )
+        .await?
     {
-        active.insert(row.try_get(0)?, row.try_get(1)?);
+        active.insert(row.get(0)?, row.get(1)?);
     }
     let (status, id, word) = match (policy, active.get("running"), active.get("queued")) {
         (Overlap::Skip, Some(id), _) => ("running", id, "skip"),
@@ -314,7 +319,7 @@ impl Store {
             }
             Backend::Postgres => {
                 let mut tx = self.inner.read.begin().await?;
-                let runs = claim_in(&mut tx, Backend::Postgres, node, max, lease_ms).await?;
+                let runs = claim_in(&mut *tx, Backend::Postgres, node, max, lease_ms).await?;
                 tx.commit().await?;
                 runs
             }
@@ -338,11 +343,11 @@ impl Store {
                     None => "UPDATE runs SET status = 'queued', reason = $1, node = NULL, lease_until = NULL \
                              WHERE status = 'running'",
                 };
-                let mut query = sqlx::query(q).bind(reason);
+                let mut params = params![reason];
                 if let Some(n) = node {
-                    query = query.bind(n);
+                    params.extend(params![n]);
                 }
-                query.execute(conn).await.map(|r| r.rows_affected())
+                conn.execute(q, params).await
             })
         }))
         .await
@@ -355,16 +360,12 @@ impl Store {
         self.write(Box::new(move |conn| {
             let (id, reason) = (id.clone(), reason.clone());
             Box::pin(async move {
-                sqlx::query(
+                conn.execute(
                     "UPDATE runs SET status = 'queued', reason = $1, node = NULL, lease_until = NULL \
                      WHERE id = $2 AND status = 'running' AND fence = $3",
+                    params![reason, id, fence],
                 )
-                .bind(reason)
-                .bind(id)
-                .bind(fence)
-                .execute(conn)
                 .await
-                .map(|r| r.rows_affected())
             })
         }))
         .await?;
@@ -395,15 +396,13 @@ impl Store {
                     "UPDATE runs SET lease_until = $1 WHERE node = $2 AND status = 'running' \
                      AND id IN ({list}) RETURNING id"
                 );
-                let mut query = sqlx::query(&sql).bind(until).bind(node);
-                for id in runs {
-                    query = query.bind(id);
-                }
-                let ids: HashSet<String> = query
-                    .fetch_all(conn)
+                let mut params = params![until, node];
+                params.extend(runs.into_iter().map(Into::into));
+                let ids: HashSet<String> = conn
+                    .query(&sql, params)
                     .await?
                     .iter()
-                    .map(|r| r.try_get::<String, _>(0))
+                    .map(|r| r.get::<String>(0))
                     .collect::<Result<_, _>>()?;
                 Ok((ids.len() as u64, ids))
             })
@@ -416,16 +415,14 @@ impl Store {
     pub async fn requeue_expired(&self, now: i64) -> anyhow::Result<u64> {
         self.write(Box::new(move |conn| {
             Box::pin(async move {
-                sqlx::query(
+                conn.execute(
                     "UPDATE runs SET status = 'queued', \
                      reason = 'node ' || COALESCE(node, '?') || ' stopped renewing its lease; it will run again', \
                      node = NULL, lease_until = NULL \
                      WHERE status = 'running' AND lease_until IS NOT NULL AND lease_until < $1",
+                    params![now],
                 )
-                .bind(now)
-                .execute(conn)
                 .await
-                .map(|r| r.rows_affected())
             })
         }))
         .await
@@ -464,14 +461,12 @@ impl Store {
             .write(Box::new(move |conn| {
                 let runbook = runbook.clone();
                 Box::pin(async move {
-                    sqlx::query(
+                    conn.execute(
                         "UPDATE runbook_state SET consecutive_failures = 0, breaker_open_since = NULL, \
                          breaker_reason = NULL WHERE runbook = $1 AND breaker_open_since IS NOT NULL",
+                        params![runbook],
                     )
-                    .bind(runbook)
-                    .execute(conn)
                     .await
-                    .map(|r| r.rows_affected())
                 })
             }))
             .await?;
@@ -498,19 +493,18 @@ impl Store {
             let reason = reason.clone();
             Box::pin(async move {
                 match reason {
-                    Some(r) => sqlx::query(
-                        "INSERT INTO settings (name, value, updated_at) VALUES ('paused', $1, $2) \
-                         ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-                    )
-                    .bind(r)
-                    .bind(now_ms())
-                    .execute(conn)
-                    .await
-                    .map(|r| r.rows_affected()),
-                    None => sqlx::query("DELETE FROM settings WHERE name = 'paused'")
-                        .execute(conn)
+                    Some(r) => {
+                        conn.execute(
+                            "INSERT INTO settings (name, value, updated_at) VALUES ('paused', $1, $2) \
+                             ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                            params![r, now_ms()],
+                        )
                         .await
-                        .map(|r| r.rows_affected()),
+                    }
+                    None => {
+                        conn.execute("DELETE FROM settings WHERE name = 'paused'", Vec::new())
+                            .await
+                    }
                 }
             })
         }))
@@ -570,12 +564,12 @@ impl Store {
 }
 
 async fn ingest_in(
-    conn: &mut AnyConnection,
+    conn: &mut dyn Tx,
     backend: Backend,
     alert: &AlertRecord,
     new_runs: &[(RunRecord, Admission)],
     repeat_runs: &[(RunRecord, Admission)],
-) -> Result<AlertOutcome, sqlx::Error> {
+) -> Result<AlertOutcome, DbError> {
     let now = now_ms();
     let firing = alert.status == "firing";
     // A firing alert is usually new: try to insert it first, and look at what is stored only
@@ -584,13 +578,14 @@ async fn ingest_in(
     let existing = if inserted {
         None
     } else {
-        sqlx::query("SELECT status FROM alerts WHERE fingerprint = $1 AND starts_at = $2")
-            .bind(alert.fingerprint.clone())
-            .bind(alert.starts_at.clone())
-            .fetch_optional(&mut *conn)
-            .await?
-            .map(|r| r.try_get::<String, _>(0))
-            .transpose()?
+        conn.query(
+            "SELECT status FROM alerts WHERE fingerprint = $1 AND starts_at = $2",
+            params![&alert.fingerprint, &alert.starts_at],
+        )
+        .await?
+        .first()
+        .map(|r| r.get::<String>(0))
+        .transpose()?
     };
     let mut outcome = AlertOutcome::default();
     let runs: &[(RunRecord, Admission)] = match (firing, existing.as_deref()) {
@@ -613,28 +608,21 @@ async fn ingest_in(
                 insert_alert(conn, alert, now, Some(now)).await?;
                 outcome.disposition = "unknown-resolved".into();
             } else {
-                sqlx::query(
+                conn.execute(
                     "UPDATE alerts SET status = 'resolved', ends_at = $1, resolved_at = COALESCE(resolved_at, $2), \
                      last_seen = $3, notifications = notifications + 1 WHERE fingerprint = $4 AND starts_at = $5",
+                    params![&alert.ends_at, now, now, &alert.fingerprint, &alert.starts_at],
                 )
-                .bind(alert.ends_at.clone())
-                .bind(now)
-                .bind(now)
-                .bind(alert.fingerprint.clone())
-                .bind(alert.starts_at.clone())
-                .execute(&mut *conn)
                 .await?;
                 outcome.disposition = "resolved".into();
             }
-            outcome.cancelled = sqlx::query(
-                "UPDATE runs SET status = 'cancelled', reason = 'the alert resolved before the run started', \
-                 error_kind = 'resolved', ended_at = $1 WHERE alert_key = $2 AND status = 'queued'",
-            )
-            .bind(now)
-            .bind(alert.key())
-            .execute(&mut *conn)
-            .await?
-            .rows_affected();
+            outcome.cancelled = conn
+                .execute(
+                    "UPDATE runs SET status = 'cancelled', reason = 'the alert resolved before the run started', \
+                     error_kind = 'resolved', ended_at = $1 WHERE alert_key = $2 AND status = 'queued'",
+                    params![now, alert.key()],
+                )
+                .await?;
             &[]
         }
     };
@@ -649,59 +637,57 @@ async fn ingest_in(
 /// Store an alert episode first seen now: firing, or already resolved (`resolved_at`). False
 /// when the episode was already stored.
 async fn insert_alert(
-    conn: &mut AnyConnection,
+    conn: &mut dyn Tx,
     alert: &AlertRecord,
     now: i64,
     resolved_at: Option<i64>,
-) -> Result<bool, sqlx::Error> {
+) -> Result<bool, DbError> {
     let status = if resolved_at.is_some() {
         "resolved"
     } else {
         "firing"
     };
-    let inserted = sqlx::query(
-        "INSERT INTO alerts (fingerprint, starts_at, status, labels, annotations, ends_at, generator_url, \
-         receiver, group_key, first_seen, last_seen, resolved_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
-         ON CONFLICT (fingerprint, starts_at) DO NOTHING",
-    )
-    .bind(alert.fingerprint.clone())
-    .bind(alert.starts_at.clone())
-    .bind(status)
-    .bind(alert.labels.to_string())
-    .bind(alert.annotations.to_string())
-    .bind(alert.ends_at.clone())
-    .bind(alert.generator_url.clone())
-    .bind(alert.receiver.clone())
-    .bind(alert.group_key.clone())
-    .bind(now)
-    .bind(now)
-    .bind(resolved_at)
-    .execute(conn)
-    .await?
-    .rows_affected();
+    let inserted = conn
+        .execute(
+            "INSERT INTO alerts (fingerprint, starts_at, status, labels, annotations, ends_at, generator_url, \
+             receiver, group_key, first_seen, last_seen, resolved_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+             ON CONFLICT (fingerprint, starts_at) DO NOTHING",
+            params![
+                &alert.fingerprint,
+                &alert.starts_at,
+                status,
+                alert.labels.to_string(),
+                alert.annotations.to_string(),
+                &alert.ends_at,
+                &alert.generator_url,
+                &alert.receiver,
+                &alert.group_key,
+                now,
+                now,
+                resolved_at
+            ],
+        )
+        .await?;
     Ok(inserted == 1)
 }
 
-async fn touch(conn: &mut AnyConnection, alert: &AlertRecord, now: i64) -> Result<(), sqlx::Error> {
-    sqlx::query(
+async fn touch(conn: &mut dyn Tx, alert: &AlertRecord, now: i64) -> Result<(), DbError> {
+    conn.execute(
         "UPDATE alerts SET last_seen = $1, notifications = notifications + 1 WHERE fingerprint = $2 AND starts_at = $3",
+        params![now, &alert.fingerprint, &alert.starts_at],
     )
-    .bind(now)
-    .bind(alert.fingerprint.clone())
-    .bind(alert.starts_at.clone())
-    .execute(conn)
     .await?;
     Ok(())
 }
 
 async fn claim_in(
-    conn: &mut AnyConnection,
+    conn: &mut dyn Tx,
     backend: Backend,
     node: &str,
     max: usize,
     lease_ms: i64,
-) -> Result<Vec<RunRecord>, sqlx::Error> {
+) -> Result<Vec<RunRecord>, DbError> {
     // Look past the first `max` candidates: some may be held back by their runbook's limits.
     let candidates = (max * 8).clamp(64, 1000);
     let select = match backend {
@@ -714,20 +700,19 @@ async fn claim_in(
              ORDER BY id LIMIT $1 FOR NO KEY UPDATE SKIP LOCKED"
         }
     };
-    let waiting: Vec<Waiting> = sqlx::query(select)
-        .bind(i64::try_from(candidates).unwrap_or(1000))
-        .fetch_all(&mut *conn)
+    let waiting: Vec<Waiting> = conn
+        .query(select, params![i64::try_from(candidates).unwrap_or(1000)])
         .await?
         .iter()
         .map(|r| {
             Ok(Waiting {
-                id: r.try_get(0)?,
-                runbook: r.try_get(1)?,
-                lock_key: r.try_get(2)?,
-                max_concurrency: r.try_get(3)?,
+                id: r.get(0)?,
+                runbook: r.get(1)?,
+                lock_key: r.get(2)?,
+                max_concurrency: r.get(3)?,
             })
         })
-        .collect::<Result<_, sqlx::Error>>()?;
+        .collect::<Result<_, DbError>>()?;
     if waiting.is_empty() {
         return Ok(Vec::new());
     }
@@ -737,24 +722,26 @@ async fn claim_in(
         let runbooks: std::collections::BTreeSet<&str> =
             waiting.iter().map(|w| w.runbook.as_str()).collect();
         for runbook in runbooks {
-            sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
-                .bind(runbook.to_string())
-                .execute(&mut *conn)
-                .await?;
+            conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtext($1))",
+                params![runbook],
+            )
+            .await?;
         }
     }
     // Running runs per runbook and the lock keys they hold, in one statement.
     let mut running: HashMap<String, i64> = HashMap::new();
     let mut held: HashSet<(String, String)> = HashSet::new();
-    for r in sqlx::query(
-        "SELECT runbook, lock_key, COUNT(*) FROM runs WHERE status = 'running' GROUP BY runbook, lock_key",
-    )
-    .fetch_all(&mut *conn)
-    .await?
+    for r in conn
+        .query(
+            "SELECT runbook, lock_key, COUNT(*) FROM runs WHERE status = 'running' GROUP BY runbook, lock_key",
+            Vec::new(),
+        )
+        .await?
     {
-        let runbook: String = r.try_get(0)?;
-        let n: i64 = r.try_get(2)?;
-        if let Some(key) = r.try_get::<Option<String>, _>(1)? {
+        let runbook: String = r.get(0)?;
+        let n: i64 = r.get(2)?;
+        if let Some(key) = r.get::<Option<String>>(1)? {
             held.insert((runbook.clone(), key));
         }
         *running.entry(runbook).or_default() += n;
@@ -775,17 +762,12 @@ async fn claim_in(
             .trim_start_matches("SELECT ")
             .trim_end_matches(" FROM runs")
     );
-    let mut query = sqlx::query(&sql)
-        .bind(now)
-        .bind(node.to_string())
-        .bind(now + lease_ms);
-    for id in &ids {
-        query = query.bind(id.clone());
-    }
+    let mut params = params![now, node, now + lease_ms];
+    params.extend(ids.iter().map(Into::into));
     // The claimed runs as this transaction left them: what a worker executes.
     let mut claimed: HashMap<String, RunRecord> = HashMap::new();
-    for row in query.fetch_all(&mut *conn).await? {
-        let run = super::run_from_row(&row).map_err(|e| sqlx::Error::Decode(e.into()))?;
+    for row in conn.query(&sql, params).await? {
+        let run = super::run_from_row(&row).map_err(|e| DbError::Failed(e.to_string()))?;
         claimed.insert(run.id.clone(), run);
     }
     Ok(ids
@@ -797,11 +779,11 @@ async fn claim_in(
 /// Count a run's outcome for its runbook's breaker: a failure adds one and opens the breaker at
 /// `threshold`; a success clears the count.
 async fn outcome_in(
-    conn: &mut AnyConnection,
+    conn: &mut dyn Tx,
     runbook: &str,
     status: RunStatus,
     threshold: Option<u32>,
-) -> Result<u64, sqlx::Error> {
+) -> Result<u64, DbError> {
     let failed = matches!(
         status,
         RunStatus::Failed | RunStatus::Errored | RunStatus::TimedOut
@@ -811,39 +793,32 @@ async fn outcome_in(
             return Ok(0);
         }
         // No row means no failures to clear.
-        return sqlx::query(
-            "UPDATE runbook_state SET consecutive_failures = 0 WHERE runbook = $1 AND consecutive_failures <> 0",
-        )
-        .bind(runbook.to_string())
-        .execute(&mut *conn)
-        .await
-        .map(|r| r.rows_affected());
+        return conn
+            .execute(
+                "UPDATE runbook_state SET consecutive_failures = 0 WHERE runbook = $1 AND consecutive_failures <> 0",
+                params![runbook],
+            )
+            .await;
     }
-    sqlx::query(
+    conn.execute(
         "INSERT INTO runbook_state (runbook, consecutive_failures) VALUES ($1, 0) \
          ON CONFLICT (runbook) DO NOTHING",
+        params![runbook],
     )
-    .bind(runbook.to_string())
-    .execute(&mut *conn)
     .await?;
-    sqlx::query(
+    conn.execute(
         "UPDATE runbook_state SET consecutive_failures = consecutive_failures + 1 WHERE runbook = $1",
+        params![runbook],
     )
-    .bind(runbook.to_string())
-    .execute(&mut *conn)
     .await?;
     let Some(threshold) = threshold else {
         return Ok(1);
     };
-    sqlx::query(
+    conn.execute(
         "UPDATE runbook_state SET breaker_open_since = $1, \
          breaker_reason = 'consecutive failures reached the breaker threshold' \
          WHERE runbook = $2 AND consecutive_failures >= $3 AND breaker_open_since IS NULL",
+        params![now_ms(), runbook, i64::from(threshold)],
     )
-    .bind(now_ms())
-    .bind(runbook.to_string())
-    .bind(i64::from(threshold))
-    .execute(&mut *conn)
     .await
-    .map(|r| r.rows_affected())
 }

@@ -6,6 +6,7 @@
 //! reach a log line or an error message.
 
 use super::Store;
+use super::db::params;
 use crate::run::now_ms;
 use rand::RngCore;
 use serde::Serialize;
@@ -81,17 +82,11 @@ impl Store {
         self.write(Box::new(move |conn| {
             let (r, digest) = (r.clone(), digest.clone());
             Box::pin(async move {
-                sqlx::query(
+                conn.execute(
                     "INSERT INTO tokens (id, name, hash, scopes, created_at) VALUES ($1, $2, $3, $4, $5)",
+                    params![r.id, r.name, digest, r.scopes.join(" "), r.created_at],
                 )
-                .bind(r.id)
-                .bind(r.name)
-                .bind(digest)
-                .bind(r.scopes.join(" "))
-                .bind(r.created_at)
-                .execute(conn)
                 .await
-                .map(|r| r.rows_affected())
             })
         }))
         .await?;
@@ -114,14 +109,11 @@ impl Store {
         self.write(Box::new(move |conn| {
             let id = key.clone();
             Box::pin(async move {
-                sqlx::query(
+                conn.execute(
                     "UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
+                    params![at, id],
                 )
-                .bind(at)
-                .bind(id)
-                .execute(conn)
                 .await
-                .map(|r| r.rows_affected())
             })
         }))
         .await?;
@@ -156,12 +148,11 @@ impl Store {
         self.inner.writer.submit_detached(Box::new(move |conn| {
             let id = id.clone();
             Box::pin(async move {
-                sqlx::query("UPDATE tokens SET last_used_at = $1 WHERE id = $2")
-                    .bind(at)
-                    .bind(id)
-                    .execute(conn)
-                    .await
-                    .map(|r| r.rows_affected())
+                conn.execute(
+                    "UPDATE tokens SET last_used_at = $1 WHERE id = $2",
+                    params![at, id],
+                )
+                .await
             })
         }));
     }

@@ -1,18 +1,21 @@
-//! The single writer: a task that owns the write connection and group-commits queued writes.
+//! The single writer: it owns the write connection and group-commits queued writes.
 //!
-//! Each write is a function that issues its statements on the connection. The task takes the
-//! first waiting write plus every other one already queued (up to [`MAX_BATCH`]), runs them in
-//! one transaction and commits once; then it answers each. If the batch fails, it rolls back
-//! and retries each write in its own transaction, so one bad write fails alone. A write
-//! function may therefore run twice and must not have side effects outside the connection.
+//! Each write is a function that issues its statements on the connection ([`Tx`]). The
+//! writer takes the first waiting write plus every other one already queued (up to
+//! [`MAX_BATCH`]), runs them in one transaction and commits once; then it answers each. If
+//! the batch fails, it rolls back and retries each write in its own transaction, so one bad
+//! write fails alone. A write function may therefore run twice and must not have side effects
+//! outside the connection.
 //!
-//! When the connection itself is lost (a PostgreSQL restart, a network cut), the writer
-//! reconnects with backoff and retries the batch: callers wait rather than lose a write. A
-//! commit whose acknowledgement was lost may then be retried; the writes are keyed by run id,
-//! so such a retry fails on the duplicate key instead of recording twice.
+//! On SQLite the writer is a thread of its own that runs every statement itself; on
+//! PostgreSQL it is a tokio task. When the connection itself is lost (a PostgreSQL restart,
+//! a network cut), the writer reconnects with backoff and retries the batch: callers wait
+//! rather than lose a write. A commit whose acknowledgement was lost may then be retried; the
+//! writes are keyed by run id, so such a retry fails on the duplicate key instead of
+//! recording twice.
 
 use super::Backend;
-use sqlx::AnyConnection;
+use super::db::{DbError, Tx};
 use std::future::Future;
 use std::pin::Pin;
 use tokio::sync::{mpsc, oneshot};
@@ -21,20 +24,15 @@ use tokio::sync::{mpsc, oneshot};
 pub(super) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// One write: statements issued on the connection, returning rows affected.
-pub(super) type WriteFn = Box<
-    dyn for<'c> Fn(&'c mut AnyConnection) -> BoxFuture<'c, Result<u64, sqlx::Error>> + Send + Sync,
->;
+pub(super) type WriteFn =
+    Box<dyn for<'c> Fn(&'c mut dyn Tx) -> BoxFuture<'c, Result<u64, DbError>> + Send + Sync>;
 
 /// One write that also produces a value: (rows affected, value).
-pub(super) type ValueFn<T> = Box<
-    dyn for<'c> Fn(&'c mut AnyConnection) -> BoxFuture<'c, Result<(u64, T), sqlx::Error>>
-        + Send
-        + Sync,
->;
+pub(super) type ValueFn<T> =
+    Box<dyn for<'c> Fn(&'c mut dyn Tx) -> BoxFuture<'c, Result<(u64, T), DbError>> + Send + Sync>;
 
 /// Opens a fresh write connection, set up like the first.
-pub(super) type Connect =
-    Box<dyn Fn() -> BoxFuture<'static, Result<AnyConnection, sqlx::Error>> + Send + Sync>;
+pub(super) type Connect<C> = Box<dyn Fn() -> BoxFuture<'static, Result<C, DbError>> + Send + Sync>;
 
 /// Most writes committed together.
 const MAX_BATCH: usize = 512;
@@ -50,11 +48,50 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    /// Start the task on `conn`.
-    pub(super) fn start(conn: AnyConnection, backend: Backend, reconnect: Connect) -> Writer {
+    /// Start the task on `conn`, a PostgreSQL connection, on tokio.
+    pub(super) fn start<C: Tx + 'static>(
+        conn: C,
+        backend: Backend,
+        reconnect: Connect<C>,
+    ) -> Writer {
         let (queue, jobs) = mpsc::unbounded_channel();
         tokio::spawn(run(conn, backend, reconnect, jobs));
         Writer { queue }
+    }
+
+    /// Start the writer on a thread of its own, which opens its connection with `open` and
+    /// runs every statement itself (SQLite: no hand-off per statement).
+    pub(super) fn start_thread<C: Tx + 'static>(
+        open: Connect<C>,
+        backend: Backend,
+    ) -> anyhow::Result<Writer> {
+        let (queue, jobs) = mpsc::unbounded_channel();
+        let (opened, wait) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("runloom-writer".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread().build() {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = opened.send(Err(DbError::Failed(e.to_string())));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    match open().await {
+                        Ok(conn) => {
+                            let _ = opened.send(Ok(()));
+                            run(conn, backend, open, jobs).await;
+                        }
+                        Err(e) => {
+                            let _ = opened.send(Err(e));
+                        }
+                    }
+                });
+            })?;
+        wait.recv()
+            .map_err(|_| anyhow::anyhow!("the store's writer thread stopped while opening"))??;
+        Ok(Writer { queue })
     }
 
     /// Queue a write and wait for its commit.
@@ -79,10 +116,10 @@ impl Writer {
     }
 }
 
-async fn run(
-    mut conn: AnyConnection,
+async fn run<C: Tx>(
+    mut conn: C,
     backend: Backend,
-    reconnect: Connect,
+    reconnect: Connect<C>,
     mut jobs: mpsc::UnboundedReceiver<Job>,
 ) {
     let begin = match backend {
@@ -100,9 +137,7 @@ async fn run(
         }
         let mut outcome = apply(&mut conn, begin, &batch).await;
         let mut backoff = std::time::Duration::from_millis(100);
-        while let Err(e) = &outcome
-            && connection_lost(e)
-        {
+        while let Err(e @ DbError::Lost(_)) = &outcome {
             tracing::error!(error = %e, writes = batch.len(), retry_in = ?backoff, "the store connection was lost; reconnecting");
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
@@ -144,43 +179,21 @@ fn answer(job: Job, result: Result<u64, String>) {
     }
 }
 
-async fn apply(
-    conn: &mut AnyConnection,
-    begin: &str,
-    batch: &[Job],
-) -> Result<Vec<u64>, sqlx::Error> {
-    sqlx::query(begin).execute(&mut *conn).await?;
+async fn apply<C: Tx>(conn: &mut C, begin: &str, batch: &[Job]) -> Result<Vec<u64>, DbError> {
+    conn.execute(begin, Vec::new()).await?;
     let mut results = Vec::with_capacity(batch.len());
     for job in batch {
         match (job.write)(conn).await {
             Ok(rows) => results.push(rows),
             Err(e) => {
-                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                let _ = conn.execute("ROLLBACK", Vec::new()).await;
                 return Err(e);
             }
         }
     }
-    if let Err(e) = sqlx::query("COMMIT").execute(&mut *conn).await {
-        let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+    if let Err(e) = conn.execute("COMMIT", Vec::new()).await {
+        let _ = conn.execute("ROLLBACK", Vec::new()).await;
         return Err(e);
     }
     Ok(results)
-}
-
-/// Whether `e` means the connection is gone (rather than a bad statement).
-fn connection_lost(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::Protocol(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => true,
-        // PostgreSQL: connection exceptions (08…), operator intervention (57P…, e.g. the
-        // server shutting down), and a session ended for idling in a transaction (25P03).
-        sqlx::Error::Database(db) => db
-            .code()
-            .is_some_and(|c| c.starts_with("08") || c.starts_with("57P") || c == "25P03"),
-        _ => false,
-    }
 }
