@@ -422,6 +422,16 @@ async fn service_down_restarts_the_service_verifies_it_over_http_and_reports_rec
     assert_eq!(sent.len(), 1, "{sent:#?}");
     assert_eq!(sent[0]["status"], "recovered");
     assert_eq!(sent[0]["unit"], "app.service");
+    // The node kept compiled code only for the plugins its one runbook declares; the others
+    // are listed, not callable.
+    let registry = &site.node.registry;
+    let callable: Vec<&str> = registry
+        .plugins()
+        .filter(|p| p.has_code())
+        .map(|p| p.name())
+        .collect();
+    assert_eq!(callable, ["http-check", "notify", "remediate"]);
+    assert!(registry.get("hello").is_some_and(|p| !p.has_code()));
     let text = sent[0]["text"].as_str().unwrap();
     assert!(
         text.starts_with(&format!(

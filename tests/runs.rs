@@ -60,6 +60,37 @@ async fn a_successful_run_records_its_steps_logs_and_output() {
 }
 
 #[tokio::test]
+async fn a_plugin_without_its_compiled_code_is_listed_but_refuses_calls() {
+    let h = Harness::new("", &[]).await;
+    let hello = h.registry.get("hello").unwrap();
+    let listed = hello.without_code();
+    assert!(hello.has_code() && !listed.has_code());
+    assert_eq!(listed.manifest().name, "hello");
+    assert_eq!(listed.content_hash(), hello.content_hash());
+    let err = h
+        .host
+        .call(
+            &listed,
+            runloom::plugin::CallRequest::new("greet", r#"{"name": "x"}"#),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("plugin `hello` cannot be called on this node"),
+        "{err}"
+    );
+    // The plugin it came from still answers.
+    h.host
+        .call(
+            hello,
+            runloom::plugin::CallRequest::new("greet", r#"{"name": "x"}"#),
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
 async fn a_plugin_failure_fails_the_run_with_blame() {
     let h = Harness::new("", &[]).await;
     let rb = h

@@ -190,7 +190,7 @@ impl Node {
             cache_dir: Some(config.cache_dir()),
             ..HostConfig::default()
         })?;
-        let registry = Arc::new(Registry::load(&host, &config.plugin_dir).await);
+        let mut registry = Registry::load(&host, &config.plugin_dir).await;
         for p in registry.problems() {
             tracing::error!(origin = %p.origin, error = %p.error, "plugin not loaded");
         }
@@ -198,6 +198,18 @@ impl Node {
         for e in catalog.errors() {
             tracing::error!("runbook not loaded: {e}");
         }
+        // Runs may call only the plugins their runbook declares, and the runbooks are fixed
+        // for the node's life: the other plugins' compiled code is unmapped.
+        let used: std::collections::BTreeSet<&str> = catalog
+            .runbooks()
+            .flat_map(|p| p.runbook.plugins.keys().map(String::as_str))
+            .collect();
+        let callable = registry.keep_code_only_for(&used);
+        tracing::debug!(
+            callable,
+            "kept compiled code for the plugins runbooks declare"
+        );
+        let registry = Arc::new(registry);
         release_freed_memory();
         let store = Store::open(&config.store_url(), config.durability)
             .await

@@ -162,7 +162,8 @@ struct PluginInner {
     manifest: Manifest,
     content_hash: String,
     origin: String,
-    pre: bindings::PluginPre<HostState>,
+    /// The compiled code, ready to instantiate; `None` once dropped ([`Plugin::without_code`]).
+    pre: Option<bindings::PluginPre<HostState>>,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -184,6 +185,25 @@ impl Plugin {
     /// The manifest read at load.
     pub fn manifest(&self) -> &Manifest {
         &self.inner.manifest
+    }
+
+    /// The same plugin without its compiled code: it can still be listed and inspected, not
+    /// called. A node keeps code only for the plugins its runbooks declare (a runbook may
+    /// call no other), so the others cost no memory once loaded.
+    pub fn without_code(&self) -> Plugin {
+        Plugin {
+            inner: Arc::new(PluginInner {
+                manifest: self.inner.manifest.clone(),
+                content_hash: self.inner.content_hash.clone(),
+                origin: self.inner.origin.clone(),
+                pre: None,
+            }),
+        }
+    }
+
+    /// Whether it can be called (its compiled code is kept).
+    pub fn has_code(&self) -> bool {
+        self.inner.pre.is_some()
     }
 
     /// Hex SHA-256 of the component bytes; recorded on every run that calls the plugin.
@@ -653,7 +673,7 @@ impl PluginHost {
                 manifest,
                 content_hash: hash,
                 origin: origin.to_string(),
-                pre,
+                pre: Some(pre),
             }),
         })
     }
@@ -858,6 +878,11 @@ impl PluginHost {
         request: CallRequest,
     ) -> Result<CallOutput, CallError> {
         let name = plugin.name();
+        let Some(pre) = &plugin.inner.pre else {
+            return Err(CallError::Engine(anyhow::anyhow!(
+                "plugin `{name}` cannot be called on this node: no loaded runbook declares it, so its compiled code was not kept"
+            )));
+        };
         let _slot = self
             .inner
             .slots
@@ -884,7 +909,6 @@ impl PluginHost {
             idempotency_key: request.context.idempotency_key.clone(),
             dry_run: request.context.dry_run,
         };
-        let pre = &plugin.inner.pre;
         let result = {
             let fut = async {
                 let instance = pre.instantiate_async(&mut store).await?;

@@ -115,6 +115,17 @@ impl Registry {
         self.plugins.values()
     }
 
+    /// Drop the compiled code of every plugin not named in `used` (see
+    /// [`Plugin::without_code`]). Returns how many plugins keep their code.
+    pub fn keep_code_only_for(&mut self, used: &std::collections::BTreeSet<&str>) -> usize {
+        for (name, plugin) in &mut self.plugins {
+            if !used.contains(name.as_str()) && plugin.has_code() {
+                *plugin = plugin.without_code();
+            }
+        }
+        self.plugins.values().filter(|p| p.has_code()).count()
+    }
+
     /// Components that failed to load.
     pub fn problems(&self) -> &[LoadProblem] {
         &self.problems
