@@ -182,27 +182,27 @@ async fn follow(
     let mut shown = HashSet::new();
     let mut log_after = 0;
     let mut notices = 0;
+    let mut last_pass = false;
     loop {
-        // Read the run first: once it is final, everything it wrote is in the store.
-        let run = node.store.get_run(id).await?;
+        // Read in the reverse of the order things happen: the webhook's inbox, the log lines,
+        // the steps, then the run. Each read sees at least what preceded everything the
+        // reads before it saw, so no line is printed ahead of what came before it (a step
+        // ahead of the run's start, a log line ahead of its step).
         // (when, rank for ties within a millisecond, text)
         let mut events: Vec<(i64, u8, String)> = Vec::new();
-        if shown.insert(("queued", 0)) {
-            events.push((
-                run.queued_at,
-                0,
-                format!(
-                    "alert stored; run {} of {} queued (trigger {})",
-                    run.id,
-                    run.runbook,
-                    run.trigger_id.as_deref().unwrap_or("alert")
-                ),
-            ));
+        if let Ok(inbox) = inbox.lock() {
+            for (at, body) in inbox.iter().skip(notices) {
+                let text = body["text"].as_str().unwrap_or("(no text)");
+                events.push((*at, 3, format!("✉ the webhook received: {text}")));
+            }
+            notices = inbox.len();
         }
-        if let Some(at) = run.started_at
-            && shown.insert(("run", 0))
-        {
-            events.push((at, 1, "run started on node `demo`".to_string()));
+        for line in node.store.logs(id, log_after, 1000).await? {
+            log_after = log_after.max(line.seq);
+            if line.source == "script" {
+                let mark = if line.level == "info" { "" } else { "! " };
+                events.push((line.ts, 3, format!("    │ {mark}{}", line.message)));
+            }
         }
         for step in node.store.steps(id).await? {
             if step.kind == "group" {
@@ -230,21 +230,27 @@ async fn follow(
                 ));
             }
         }
-        for line in node.store.logs(id, log_after, 1000).await? {
-            log_after = log_after.max(line.seq);
-            if line.source == "script" {
-                let mark = if line.level == "info" { "" } else { "! " };
-                events.push((line.ts, 3, format!("    │ {mark}{}", line.message)));
-            }
+        let run = node.store.get_run(id).await?;
+        if shown.insert(("queued", 0)) {
+            events.push((
+                run.queued_at,
+                0,
+                format!(
+                    "alert stored; run {} of {} queued (trigger {})",
+                    run.id,
+                    run.runbook,
+                    run.trigger_id.as_deref().unwrap_or("alert")
+                ),
+            ));
         }
-        if let Ok(inbox) = inbox.lock() {
-            for (at, body) in inbox.iter().skip(notices) {
-                let text = body["text"].as_str().unwrap_or("(no text)");
-                events.push((*at, 3, format!("✉ the webhook received: {text}")));
-            }
-            notices = inbox.len();
+        if let Some(at) = run.started_at
+            && shown.insert(("run", 0))
+        {
+            events.push((at, 1, "run started on node `demo`".to_string()));
         }
-        if run.status.is_final() {
+        // Once the run is final, one more pass reads what it wrote after this pass's reads
+        // of its lines and steps; then its end is printed.
+        if last_pass {
             let at = run.ended_at.unwrap_or_else(now_ms);
             let took = run
                 .started_at
@@ -261,8 +267,12 @@ async fn follow(
         for (at, _, text) in &events {
             timeline.print(*at, text);
         }
-        if run.status.is_final() {
+        if last_pass {
             return Ok(run);
+        }
+        if run.status.is_final() {
+            last_pass = true;
+            continue;
         }
         if Instant::now() > deadline {
             anyhow::bail!("run {id} did not finish within a minute");
