@@ -12,6 +12,7 @@
 //! - [`api`]: the HTTP API of `runloom serve`;
 //! - [`cli`] and [`demo`]: the `runloom` command.
 
+pub mod alloc;
 pub mod api;
 pub mod builtin;
 pub mod catalog;

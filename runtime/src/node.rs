@@ -63,17 +63,6 @@ impl Default for NodeOptions {
     }
 }
 
-/// Hand memory freed after loading (compiling plugins frees well over 100 MB) back to the
-/// system: glibc's allocator keeps freed memory in its per-thread arenas otherwise, and an idle
-/// server would look that much bigger.
-fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: `malloc_trim` only returns free pages of the allocator's own heaps to the kernel.
-    unsafe {
-        nix::libc::malloc_trim(0);
-    }
-}
-
 /// `hostname` of this machine (or `runloom`) and a random suffix: node names must be unique
 /// among the nodes sharing a store, since a node renews the leases of runs held in its name.
 pub fn default_node_name() -> String {
@@ -210,7 +199,7 @@ impl Node {
             "kept compiled code for the plugins runbooks declare"
         );
         let registry = Arc::new(registry);
-        release_freed_memory();
+        crate::alloc::release_freed_memory();
         let store = Store::open(&config.store_url(), config.durability)
             .await
             .context("opening the store")?;

@@ -15,6 +15,10 @@
 
 #![allow(dead_code, reason = "each bench uses the parts it needs")]
 
+/// The `runloom` binary's allocator, so in-process figures measure what ships.
+#[global_allocator]
+static ALLOCATOR: runloom::alloc::MiMalloc = runloom::alloc::MiMalloc;
+
 pub(crate) mod alerts;
 pub(crate) mod baseline;
 pub(crate) mod plugin;
