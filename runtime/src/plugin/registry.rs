@@ -6,6 +6,7 @@
 use super::{LoadError, Plugin, PluginHost};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// A component that could not be loaded.
 #[derive(Debug)]
@@ -43,11 +44,17 @@ impl Registry {
             }),
         }
 
-        // Compile concurrently (a cold start compiles every plugin), keep the order stable.
+        // Load concurrently, as many at a time as there are CPUs (a cold start compiles every
+        // plugin, and each compilation already spreads over the CPUs): more would only add
+        // blocking threads, each keeping its memory for a while after start-up.
+        let slots = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+        let slots = Arc::new(tokio::sync::Semaphore::new(slots));
         let mut tasks = tokio::task::JoinSet::new();
         for (index, (origin, source)) in sources.into_iter().enumerate() {
             let host = host.clone();
+            let slots = slots.clone();
             tasks.spawn(async move {
+                let _slot = slots.acquire().await;
                 let loaded = match source {
                     Source::Builtin(name, bytes) => {
                         match crate::builtin::standard_plugin_hash(name) {
