@@ -44,3 +44,20 @@ pub fn release_freed_memory() {
         nix::libc::malloc_trim(0);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_constructor_has_tuned_mimalloc_before_main() {
+        // SAFETY: reading an option has no side effect.
+        let (eager, purge) = unsafe {
+            (
+                libmimalloc_sys::mi_option_get(ARENA_EAGER_COMMIT),
+                libmimalloc_sys::mi_option_get(PURGE_DELAY),
+            )
+        };
+        assert_eq!((eager, purge), (0, 0));
+    }
+}

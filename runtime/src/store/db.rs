@@ -291,11 +291,10 @@ impl Sqlite {
     /// Open the database file at `path` for writing, set up like the read connections.
     pub(super) fn open(path: &str, sync: &str) -> Result<Sqlite, DbError> {
         let conn = rusqlite::Connection::open(path)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
-        conn.execute_batch(&format!(
-            "PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON;"
-        ))?;
+        for pragma in super::sqlite_pragmas(sync) {
+            // Some answer with a row (the journal mode, the timeout), some with none.
+            conn.prepare(&pragma)?.query([])?.next()?;
+        }
         // Every statement a write issues, prepared once (log inserts vary in size).
         conn.set_prepared_statement_cache_capacity(256);
         Ok(Sqlite { conn })

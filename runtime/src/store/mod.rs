@@ -86,6 +86,16 @@ struct Inner {
     url: String,
 }
 
+/// Every SQLite connection's settings, the sqlx read connections' and the writer's alike.
+pub(super) fn sqlite_pragmas(sync: &str) -> [String; 4] {
+    [
+        "PRAGMA journal_mode = WAL".to_string(),
+        format!("PRAGMA synchronous = {sync}"),
+        "PRAGMA busy_timeout = 10000".to_string(),
+        "PRAGMA foreign_keys = ON".to_string(),
+    ]
+}
+
 /// Per-connection settings: on SQLite, WAL (readers never block the writer), the durability
 /// level, and a busy timeout so a second process waits for the write lock instead of failing.
 fn setup<'c>(
@@ -95,12 +105,7 @@ fn setup<'c>(
 ) -> writer::BoxFuture<'c, Result<(), sqlx::Error>> {
     Box::pin(async move {
         if backend == Backend::Sqlite {
-            for pragma in [
-                "PRAGMA journal_mode = WAL".to_string(),
-                format!("PRAGMA synchronous = {sync}"),
-                "PRAGMA busy_timeout = 10000".to_string(),
-                "PRAGMA foreign_keys = ON".to_string(),
-            ] {
+            for pragma in sqlite_pragmas(sync) {
                 sqlx::query(&pragma).execute(&mut *conn).await?;
             }
         } else {
@@ -145,11 +150,12 @@ async fn insert_logs(conn: &mut dyn Tx, lines: Vec<LogRecord>) -> Result<u64, Db
         Backend::Postgres => 100,
     };
     // Every chunk but the last has the same shape: build its statement once.
-    let full = insert_logs_sql(rows_per_statement.min(lines.len()));
+    let per_statement = rows_per_statement.min(lines.len());
+    let full = insert_logs_sql(per_statement);
     let mut n = 0;
     for chunk in lines.chunks(rows_per_statement) {
         let short;
-        let sql = if chunk.len() == rows_per_statement.min(lines.len()) {
+        let sql = if chunk.len() == per_statement {
             &full
         } else {
             short = insert_logs_sql(chunk.len());
