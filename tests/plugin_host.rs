@@ -1,9 +1,11 @@
 //! The plugin host: loading, the manifest, calls, logs, the compile cache, isolation.
 
-use crate::support::{builtin, builtin_bytes, fixture, fixture_bytes, host, host_with_cache};
+use crate::support::{self, builtin, builtin_bytes, fixture, fixture_bytes, host, host_with_cache};
 use runloom::plugin::{
-    ActionKind, CallError, CallRequest, LoadError, LogLevel, LogLine, LogSource, content_hash,
+    ActionKind, CallError, CallRequest, HostConfig, LoadError, LogLevel, LogLine, LogSource,
+    PluginHost, content_hash,
 };
+use std::os::unix::fs::PermissionsExt;
 use std::sync::{Arc, Mutex};
 
 #[tokio::test]
@@ -145,4 +147,133 @@ async fn bytes_that_are_not_a_component_are_rejected_at_load() {
         err.to_string()
             .starts_with("`junk.wasm` is not a valid WebAssembly component")
     );
+}
+
+/// A fresh directory for one test.
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("runloom-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A host caching in `dir/cache` that compiles misses by running `compiler`, as
+/// `runloom serve` runs itself.
+fn host_compiling_with(dir: &std::path::Path, compiler: std::path::PathBuf) -> PluginHost {
+    PluginHost::new(HostConfig {
+        cache_dir: Some(dir.join("cache")),
+        compiler: Some(compiler),
+        max_concurrent_calls: 16,
+        ..HostConfig::default()
+    })
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_cache_miss_is_compiled_by_a_child_runloom_process() {
+    let dir = scratch("child-compile");
+    // The real binary behind a wrapper that records each child's exit code.
+    let log = dir.join("children.log");
+    let wrapper = dir.join("compiler");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\n\"{}\" \"$@\"\ncode=$?\necho $code >> \"{}\"\nexit $code\n",
+            env!("CARGO_BIN_EXE_runloom"),
+            log.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let host = host_compiling_with(&dir, wrapper);
+
+    // An embedded plugin (the child finds its bytes in its own binary) ...
+    let (_, bytes) = runloom::builtin::standard_plugins()
+        .iter()
+        .find(|(n, _)| *n == "hello")
+        .unwrap();
+    let hash = runloom::builtin::standard_plugin_hash("hello").unwrap();
+    let hello = host
+        .load_embedded("builtin:hello", bytes, hash)
+        .await
+        .unwrap();
+    let out = host
+        .call(&hello, CallRequest::new("greet", r#"{"name":"ops"}"#))
+        .await
+        .unwrap();
+    assert_eq!(out.output, serde_json::json!({"greeting": "hello, ops"}));
+    // ... and a file's bytes (sent to the child on stdin).
+    let counter = fixture(&host, "count-calls").await;
+    let out = host
+        .call(&counter, CallRequest::new("count", "{}"))
+        .await
+        .unwrap();
+    assert_eq!(out.output["calls"], 1);
+    // A broken component fails in the child with the message compiling here gives.
+    let junk = b"not wasm at all".to_vec();
+    let in_child = host.load("junk.wasm", junk.clone()).await.unwrap_err();
+    let in_process = support::host().load("junk.wasm", junk).await.unwrap_err();
+    assert!(matches!(in_child, LoadError::Invalid { .. }), "{in_child}");
+    assert_eq!(in_child.to_string(), in_process.to_string());
+
+    let codes = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(codes.lines().collect::<Vec<_>>(), ["0", "0", "6"]);
+    let mut cached: Vec<String> = std::fs::read_dir(dir.join("cache"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    cached.sort();
+    assert_eq!(cached.len(), 2, "{cached:?}");
+    assert!(cached.iter().all(|n| n.ends_with(".cwasm")), "{cached:?}");
+    assert!(cached.iter().any(|n| n.starts_with(hash)), "{cached:?}");
+
+    // A restart maps what the children wrote: no child runs.
+    let host = host_compiling_with(&dir, dir.join("compiler"));
+    builtin(&host, "hello").await;
+    fixture(&host, "count-calls").await;
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), codes);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn a_compiler_that_cannot_run_falls_back_to_compiling_in_process() {
+    let dir = scratch("child-compile-missing");
+    let host = host_compiling_with(&dir, dir.join("no-such-runloom"));
+    let hello = builtin(&host, "hello").await;
+    let out = host
+        .call(&hello, CallRequest::new("greet", r#"{"name":"ops"}"#))
+        .await
+        .unwrap();
+    assert_eq!(out.output, serde_json::json!({"greeting": "hello, ops"}));
+    assert_eq!(std::fs::read_dir(dir.join("cache")).unwrap().count(), 1);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn the_compiling_child_refuses_another_engine_and_unknown_plugins() {
+    let dir = scratch("child-compile-refuses");
+    let out = dir.join("out.cwasm");
+    let hash = runloom::builtin::standard_plugin_hash("hello").unwrap();
+    let child = |hash: &str, fingerprint: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_runloom"))
+            .args([runloom::plugin::CHILD_SUBCOMMAND, "--out"])
+            .arg(&out)
+            .args(["--hash", hash, "--fingerprint", fingerprint])
+            .output()
+            .unwrap()
+    };
+    let other_engine = child(hash, "0000000000000000");
+    assert_eq!(other_engine.status.code(), Some(4));
+    let stderr = String::from_utf8_lossy(&other_engine.stderr);
+    assert!(
+        stderr.contains("fingerprint") && stderr.contains("0000000000000000"),
+        "{stderr}"
+    );
+    let unknown = child(&"ab".repeat(32), "0000000000000000");
+    assert_eq!(unknown.status.code(), Some(4));
+    let stderr = String::from_utf8_lossy(&unknown.stderr);
+    assert!(stderr.contains("is embedded"), "{stderr}");
+    assert!(!out.exists());
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -16,6 +16,15 @@ pub fn standard_plugin_hash(name: &str) -> Option<&'static str> {
         .and_then(|i| STANDARD_PLUGIN_HASHES.get(i).copied())
 }
 
+/// The embedded component whose hex SHA-256 is `hash`.
+pub fn standard_plugin_with_hash(hash: &str) -> Option<&'static [u8]> {
+    STANDARD_PLUGIN_HASHES
+        .iter()
+        .position(|h| *h == hash)
+        .and_then(|i| STANDARD_PLUGINS.get(i))
+        .map(|(_, bytes)| *bytes)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -29,5 +38,9 @@ mod tests {
             );
         }
         assert_eq!(super::standard_plugin_hash("no-such-plugin"), None);
+        let (_, bytes) = super::standard_plugins()[0];
+        let hash = crate::plugin::content_hash(bytes);
+        assert_eq!(super::standard_plugin_with_hash(&hash), Some(bytes));
+        assert_eq!(super::standard_plugin_with_hash("00"), None);
     }
 }

@@ -48,6 +48,10 @@ pub struct NodeOptions {
     pub shutdown_grace: Duration,
     /// Whether to start the cron scheduler.
     pub schedule: bool,
+    /// The `runloom` executable that compiles plugins missing from the cache, as a child
+    /// process, so that the compiler's memory is never the node's; `None` compiles them in
+    /// this process.
+    pub plugin_compiler: Option<std::path::PathBuf>,
 }
 
 impl Default for NodeOptions {
@@ -59,6 +63,7 @@ impl Default for NodeOptions {
             lease: Duration::from_secs(6),
             shutdown_grace: Duration::from_secs(30),
             schedule: true,
+            plugin_compiler: None,
         }
     }
 }
@@ -177,6 +182,7 @@ impl Node {
         let config = Arc::new(config);
         let host = PluginHost::new(HostConfig {
             cache_dir: Some(config.cache_dir()),
+            compiler: options.plugin_compiler.clone(),
             ..HostConfig::default()
         })?;
         let mut registry = Registry::load(&host, &config.plugin_dir).await;

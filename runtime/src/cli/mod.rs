@@ -143,6 +143,23 @@ pub enum Command {
     /// API bearer tokens: create (the secret is shown once), list, revoke.
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// Internal: compile one plugin into the cache, for `runloom serve`, which runs it as a
+    /// child process so that the compiler's memory is never the server's.
+    #[command(name = crate::plugin::CHILD_SUBCOMMAND, hide = true)]
+    CompilePlugin {
+        /// Where to write the compiled artifact.
+        #[arg(long)]
+        out: PathBuf,
+        /// Hex SHA-256 of the component: an embedded plugin's, or the bytes on stdin.
+        #[arg(long)]
+        hash: String,
+        /// The parent engine's compatibility fingerprint, which this one must match.
+        #[arg(long)]
+        fingerprint: String,
+        /// Read the component from stdin instead of finding it among the embedded plugins.
+        #[arg(long)]
+        from_stdin: bool,
+    },
 }
 
 /// Parse arguments, run the subcommand, and return the process exit code.
@@ -156,6 +173,16 @@ pub fn run() -> i32 {
         }
     };
     init_tracing(cli.verbose);
+    if let Command::CompilePlugin {
+        out,
+        hash,
+        fingerprint,
+        from_stdin,
+    } = &cli.command
+    {
+        // Before the runtime and the configuration: this process only compiles.
+        return crate::plugin::compile_child(out, hash, fingerprint, *from_stdin);
+    }
     if prints_only(&cli.command) {
         // `runloom runs | head` should end quietly, as other Unix tools do, instead of
         // panicking on a closed pipe. Only for commands that run no plugins or runbooks: their
@@ -211,6 +238,21 @@ async fn dispatch(cli: Cli) -> Outcome {
         Command::Resume => serve::resume(&config).await,
         Command::Breaker(cmd) => serve::breaker(&config, cmd).await,
         Command::Token(cmd) => token::run(&config, cmd).await,
+        Command::CompilePlugin { .. } => Err(Failure::new(
+            ExitCode::Usage,
+            "`__compile-plugin` runs before the configuration is read",
+        )),
+    }
+}
+
+/// This executable, to run again as a child: `/proc/self/exe` where it exists (it stays the
+/// running binary even if the file was replaced since), otherwise its path.
+pub(crate) fn this_executable() -> Option<PathBuf> {
+    let proc = PathBuf::from("/proc/self/exe");
+    if proc.exists() {
+        Some(proc)
+    } else {
+        std::env::current_exe().ok()
     }
 }
 

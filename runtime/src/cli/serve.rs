@@ -60,6 +60,7 @@ pub(super) async fn serve(config: &Config, args: ServeArgs) -> Outcome {
         workers: config.server.workers,
         lease: config.server.lease,
         shutdown_grace: config.server.shutdown_grace,
+        plugin_compiler: super::this_executable(),
         ..defaults
     };
     let node = Node::start(config.clone(), options).await?;

@@ -37,7 +37,7 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 use wasmtime_wasi_http::WasiHttpCtx;
 
-pub use cache::content_hash;
+pub use cache::{CHILD_SUBCOMMAND, compile_child, content_hash};
 pub use registry::{LoadProblem, Registry, load_file};
 pub use runbook::{RunbookComponent, RunbookLimits};
 
@@ -56,6 +56,10 @@ const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct HostConfig {
     /// Where compiled plugins are cached; `None` compiles in memory on every load.
     pub cache_dir: Option<PathBuf>,
+    /// The `runloom` executable to compile cache misses in, as a child process, so the
+    /// compiler's code and memory never stay with a long-lived process; `None` compiles
+    /// in-process. Needs `cache_dir`.
+    pub compiler: Option<PathBuf>,
     /// Most plugin calls running at once; more calls wait for a slot.
     pub max_concurrent_calls: u32,
     /// Most WebAssembly runbook bodies running at once, each holding its instance for its
@@ -70,6 +74,7 @@ impl Default for HostConfig {
     fn default() -> Self {
         Self {
             cache_dir: None,
+            compiler: None,
             max_concurrent_calls: 128,
             max_concurrent_runbooks: 256,
             max_memory: 256 * 1024 * 1024,
@@ -598,7 +603,7 @@ impl PluginHost {
         bindings::tls::add_to_linker::<HostState, Own>(&mut linker, |s| s)?;
         let runbook_linker = runbook::linker(&engine)?;
         start_epoch_ticker(&engine);
-        let cache = cache::Cache::new(config.cache_dir.clone(), &engine);
+        let cache = cache::Cache::new(config.cache_dir.clone(), config.compiler.clone(), &engine);
         let slots = tokio::sync::Semaphore::new(config.max_concurrent_calls.max(1) as usize);
         let body_slots =
             tokio::sync::Semaphore::new(config.max_concurrent_runbooks.max(1) as usize);
@@ -690,7 +695,10 @@ impl PluginHost {
         let origin_owned = origin.to_string();
         let (component, hash) = tokio::task::spawn_blocking(move || {
             let hash = known_hash.map_or_else(|| content_hash(&bytes), str::to_string);
-            let compiled = inner.cache.component(&inner.engine, &bytes, &hash);
+            let embedded = known_hash.is_some();
+            let compiled = inner
+                .cache
+                .component(&inner.engine, &bytes, &hash, embedded);
             compiled.map(|(c, _)| (c, hash))
         })
         .await
