@@ -308,12 +308,13 @@ impl RunContext {
                 step.blame = Some(e.blame.clone());
             }
         }
-        let recorded = if step.action_kind.as_deref() == Some("read") {
-            self.record_start(&step).await
-        } else {
-            self.record_end(&step).await
-        };
-        if let Err(e) = recorded {
+        if step.action_kind.as_deref() == Some("read") {
+            // Recorded whole, once it ended, and not waited for: a read can safely happen
+            // again if the process dies before the next commit. The run's next awaited
+            // write (a mutate step's start, its end) commits it, in order, and is fenced
+            // like it, so a run whose claim was taken over still stops there.
+            self.exec.store.insert_step_detached(&step, self.fence);
+        } else if let Err(e) = self.record_end(&step).await {
             tracing::error!(run = %self.run_id, error = %e, "cannot record a step");
         }
     }

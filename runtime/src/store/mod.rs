@@ -452,45 +452,18 @@ impl Store {
     /// Record a step as started, if `fence` is still the run's fencing token. Returns whether
     /// it was recorded.
     pub async fn insert_step(&self, step: &StepRecord, fence: i64) -> anyhow::Result<bool> {
-        let s = step.clone();
-        let n = self.write(Box::new(move |conn| {
-            let s = s.clone();
-            Box::pin(async move {
-                conn.execute(
-                    "INSERT INTO steps (run_id, seq, parent, kind, name, plugin, action, action_kind, \
-                     plugin_hash, status, input, output, error_kind, error, blame, attempts, started_at, ended_at, \
-                     call_index) \
-                     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19 \
-                     WHERE EXISTS (SELECT 1 FROM runs WHERE id = $20 AND fence = $21)",
-                    params![
-                        s.run_id.clone(),
-                        s.seq,
-                        s.parent,
-                        s.kind,
-                        s.name,
-                        s.plugin,
-                        s.action,
-                        s.action_kind,
-                        s.plugin_hash,
-                        s.status.as_str(),
-                        s.input.map(|v| v.to_string()),
-                        s.output.map(|v| v.to_string()),
-                        s.error_kind,
-                        s.error,
-                        s.blame,
-                        s.attempts,
-                        s.started_at,
-                        s.ended_at,
-                        s.call_index,
-                        s.run_id,
-                        fence
-                    ],
-                )
-                .await
-            })
-        }))
-        .await?;
-        Ok(n == 1)
+        Ok(self.write(insert_step_write(step, fence)).await? == 1)
+    }
+
+    /// Queue the record of a step without waiting for its commit, in order with this store's
+    /// other writes: the next awaited write (the run's end at the latest) commits it too. Only
+    /// for steps that can safely happen again (a `read` call): if the process dies before
+    /// that commit, the run is recovered and runs the step again. Like [`Store::insert_step`]
+    /// it records nothing unless `fence` is still the run's fencing token; a failure is logged.
+    pub fn insert_step_detached(&self, step: &StepRecord, fence: i64) {
+        self.inner
+            .writer
+            .submit_detached(insert_step_write(step, fence));
     }
 
     /// Record how a step ended, if `fence` is still the run's fencing token. Returns whether
@@ -800,6 +773,47 @@ fn redact(url: &str) -> String {
         }
         _ => url.to_string(),
     }
+}
+
+/// The write that inserts `step` if `fence` is still its run's fencing token.
+fn insert_step_write(step: &StepRecord, fence: i64) -> writer::WriteFn {
+    let s = step.clone();
+    Box::new(move |conn| {
+        let s = s.clone();
+        Box::pin(async move {
+            conn.execute(
+                "INSERT INTO steps (run_id, seq, parent, kind, name, plugin, action, action_kind, \
+                 plugin_hash, status, input, output, error_kind, error, blame, attempts, started_at, ended_at, \
+                 call_index) \
+                 SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19 \
+                 WHERE EXISTS (SELECT 1 FROM runs WHERE id = $20 AND fence = $21)",
+                params![
+                    s.run_id.clone(),
+                    s.seq,
+                    s.parent,
+                    s.kind,
+                    s.name,
+                    s.plugin,
+                    s.action,
+                    s.action_kind,
+                    s.plugin_hash,
+                    s.status.as_str(),
+                    s.input.map(|v| v.to_string()),
+                    s.output.map(|v| v.to_string()),
+                    s.error_kind,
+                    s.error,
+                    s.blame,
+                    s.attempts,
+                    s.started_at,
+                    s.ended_at,
+                    s.call_index,
+                    s.run_id,
+                    fence
+                ],
+            )
+            .await
+        })
+    })
 }
 
 #[cfg(test)]

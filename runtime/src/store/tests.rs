@@ -77,6 +77,7 @@ on_both_backends!(
     a_failing_write_fails_alone_in_its_batch,
     only_the_latest_claim_may_record_steps_and_the_result,
     heartbeats_extend_leases_and_report_runs_taken_over,
+    a_step_recorded_without_waiting_is_committed_by_the_next_write_and_fenced,
 );
 
 fn run(runbook: &str, status: RunStatus) -> RunRecord {
@@ -529,4 +530,26 @@ async fn a_run_whose_row_another_session_references_is_still_claimed_on_postgres
     let claimed = store.claim("node-b", 4, 60_000).await.unwrap();
     assert_eq!(claimed.len(), 1, "the run is not hidden from claims");
     sqlx::query("ROLLBACK").execute(&mut stalled).await.unwrap();
+}
+
+async fn a_step_recorded_without_waiting_is_committed_by_the_next_write_and_fenced(store: Store) {
+    let r = run("check", RunStatus::Queued);
+    store.insert_run(&r).await.unwrap();
+    let a = store.claim("node-a", 1, 60_000).await.unwrap().remove(0);
+    store.insert_step_detached(&step(&r.id, 1), a.fence);
+    // A stale claim's record is dropped, as an awaited one would be.
+    store.insert_step_detached(&step(&r.id, 2), a.fence - 1);
+    // The run's end, queued after them, commits them with it.
+    assert!(
+        store
+            .finish_run(&end(&r.id, RunStatus::Succeeded), a.fence)
+            .await
+            .unwrap()
+    );
+    let steps = store.steps(&r.id).await.unwrap();
+    assert_eq!(steps.iter().map(|s| s.seq).collect::<Vec<_>>(), [1]);
+    assert_eq!(
+        store.get_run(&r.id).await.unwrap().status,
+        RunStatus::Succeeded
+    );
 }
