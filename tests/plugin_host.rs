@@ -157,6 +157,23 @@ fn scratch(name: &str) -> std::path::PathBuf {
     dir
 }
 
+/// Wait until the script just written at `path` can be executed: a process another test
+/// thread spawned meanwhile may briefly hold it open for writing (`ETXTBSY`).
+fn runnable(path: &std::path::Path) {
+    for _ in 0..100 {
+        match std::process::Command::new(path).status() {
+            Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ETXTBSY as i32) => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => {
+                assert!(other.unwrap().success());
+                return;
+            }
+        }
+    }
+    panic!("{} stayed busy", path.display());
+}
+
 /// A host caching in `dir/cache` that compiles misses by running `compiler`, as
 /// `runloom serve` runs itself.
 fn host_compiling_with(dir: &std::path::Path, compiler: std::path::PathBuf) -> PluginHost {
@@ -178,13 +195,15 @@ async fn a_cache_miss_is_compiled_by_a_child_runloom_process() {
     std::fs::write(
         &wrapper,
         format!(
-            "#!/bin/sh\n\"{}\" \"$@\"\ncode=$?\necho $code >> \"{}\"\nexit $code\n",
+            "#!/bin/sh\n[ \"$1\" = __compile-plugin ] || exit 0\n\"{}\" \"$@\"\ncode=$?\n\
+             echo $code >> \"{}\"\nexit $code\n",
             env!("CARGO_BIN_EXE_runloom"),
             log.display()
         ),
     )
     .unwrap();
     std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    runnable(&wrapper);
     let host = host_compiling_with(&dir, wrapper);
 
     // An embedded plugin (the child finds its bytes in its own binary) ...
