@@ -163,6 +163,8 @@ impl Cache {
             .arg("--fingerprint")
             .arg(&self.fingerprint)
             .args((!embedded).then_some("--from-stdin"))
+            // Its stderr is the error message: no diagnostics from the server's RUST_LOG.
+            .env_remove("RUST_LOG")
             .stdin(if embedded {
                 Stdio::null()
             } else {
