@@ -3,7 +3,7 @@
 use crate::support::{self, builtin, builtin_bytes, fixture, fixture_bytes, host, host_with_cache};
 use runloom::plugin::{
     ActionKind, CallError, CallRequest, HostConfig, LoadError, LogLevel, LogLine, LogSource,
-    PluginHost, content_hash,
+    Plugin, PluginHost, content_hash,
 };
 use std::os::unix::fs::PermissionsExt;
 use std::sync::{Arc, Mutex};
@@ -22,15 +22,20 @@ async fn hello_describes_its_actions_with_kinds_and_schemas() {
     assert_eq!(hello.content_hash(), content_hash(&builtin_bytes("hello")));
 }
 
+/// Call `hello.greet` and check the output document.
+async fn assert_greets(host: &PluginHost, hello: &Plugin) {
+    let out = host
+        .call(hello, CallRequest::new("greet", r#"{"name":"ops"}"#))
+        .await
+        .unwrap();
+    assert_eq!(out.output, serde_json::json!({"greeting": "hello, ops"}));
+}
+
 #[tokio::test]
 async fn a_call_returns_the_output_document() {
     let host = host();
     let hello = builtin(&host, "hello").await;
-    let out = host
-        .call(&hello, CallRequest::new("greet", r#"{"name":"ops"}"#))
-        .await
-        .unwrap();
-    assert_eq!(out.output, serde_json::json!({"greeting": "hello, ops"}));
+    assert_greets(&host, &hello).await;
 }
 
 #[tokio::test]
@@ -91,8 +96,7 @@ async fn every_call_gets_a_fresh_instance() {
 
 #[tokio::test]
 async fn compiled_plugins_are_cached_by_content_hash() {
-    let dir = std::env::temp_dir().join(format!("runloom-cache-test-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = scratch("cache-test");
     builtin(&host_with_cache(dir.clone()), "hello").await;
     let hash = content_hash(&builtin_bytes("hello"));
     let cached: Vec<_> = std::fs::read_dir(&dir)
@@ -216,11 +220,7 @@ async fn a_cache_miss_is_compiled_by_a_child_runloom_process() {
         .load_embedded("builtin:hello", bytes, hash)
         .await
         .unwrap();
-    let out = host
-        .call(&hello, CallRequest::new("greet", r#"{"name":"ops"}"#))
-        .await
-        .unwrap();
-    assert_eq!(out.output, serde_json::json!({"greeting": "hello, ops"}));
+    assert_greets(&host, &hello).await;
     // ... and a file's bytes (sent to the child on stdin).
     let counter = fixture(&host, "count-calls").await;
     let out = host
@@ -260,11 +260,7 @@ async fn a_compiler_that_cannot_run_falls_back_to_compiling_in_process() {
     let dir = scratch("child-compile-missing");
     let host = host_compiling_with(&dir, dir.join("no-such-runloom"));
     let hello = builtin(&host, "hello").await;
-    let out = host
-        .call(&hello, CallRequest::new("greet", r#"{"name":"ops"}"#))
-        .await
-        .unwrap();
-    assert_eq!(out.output, serde_json::json!({"greeting": "hello, ops"}));
+    assert_greets(&host, &hello).await;
     assert_eq!(std::fs::read_dir(dir.join("cache")).unwrap().count(), 1);
     std::fs::remove_dir_all(&dir).unwrap();
 }
