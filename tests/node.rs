@@ -126,6 +126,61 @@ async fn the_concurrency_limit_bounds_runs_of_a_runbook() {
     node.shutdown().await;
 }
 
+#[tokio::test]
+async fn the_worker_pool_bounds_runs_at_once_and_runs_each_queued_run_once() {
+    // Workers take their next run in the write that ends the last one: the pool must still
+    // never hold more runs than it has workers.
+    let dir = node_dir(
+        "",
+        &[(
+            "short",
+            "version = 1\ndescription = \"x\"\n",
+            r#"sleep("100ms"); 1"#,
+        )],
+        &[],
+    );
+    let node = start_node(&dir, 2, Duration::from_secs(5)).await;
+    let mut ids = Vec::new();
+    for _ in 0..8 {
+        ids.push(
+            node.submit("short", Default::default(), false)
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    let mut runs = Vec::new();
+    for id in &ids {
+        runs.push(wait_final(&node, id).await);
+    }
+    assert!(
+        runs.iter()
+            .all(|r| r.status == RunStatus::Succeeded && r.attempt == 1),
+        "{runs:#?}"
+    );
+    for r in &runs {
+        let at = r.started_at.unwrap();
+        let concurrent = runs
+            .iter()
+            .filter(|o| o.started_at.unwrap() <= at && o.ended_at.unwrap() > at)
+            .count();
+        assert!(concurrent <= 2, "{concurrent} runs at once on two workers");
+    }
+    // Queue order holds: runs start in the order they were queued.
+    let mut starts: Vec<_> = runs
+        .iter()
+        .map(|r| (r.started_at.unwrap(), r.queued_at))
+        .collect();
+    starts.sort();
+    assert!(starts.windows(2).all(|w| w[0].1 <= w[1].1), "{starts:?}");
+    // Every slot is given back once the queue is empty.
+    wait_for(Duration::from_secs(5), || async {
+        (node.running_count() == 0).then_some(())
+    })
+    .await;
+    node.shutdown().await;
+}
+
 fn webhook_runbook(policy: &str) -> String {
     format!(
         "version = 1\ndescription = \"x\"\n[[trigger]]\nkind = \"webhook\"\nname = \"deploy\"\n[policy]\n{policy}\n"

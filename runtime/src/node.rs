@@ -11,11 +11,11 @@
 
 use crate::catalog::{Catalog, Prepared};
 use crate::config::Config;
-use crate::executor::{EnqueueError, Executor, RunRequest};
+use crate::executor::{EnqueueError, Executed, Executor, RunRequest};
 use crate::metrics::Metrics;
 use crate::plugin::{HostConfig, PluginHost, Registry};
 use crate::run::{RunRecord, RunStatus};
-use crate::store::{Store, StoreError};
+use crate::store::{ClaimNext, Store, StoreError};
 use crate::trigger::alert;
 use anyhow::Context;
 use serde::Serialize;
@@ -462,8 +462,11 @@ impl Node {
                 free = self.options.workers.saturating_sub(self.running_count());
             }
             if free > 0 {
-                let lease = i64::try_from(self.options.lease.as_millis()).unwrap_or(i64::MAX);
-                match self.store.claim(&self.options.name, free, lease).await {
+                match self
+                    .store
+                    .claim(&self.options.name, free, self.lease_ms())
+                    .await
+                {
                     Ok(runs) => {
                         for run in runs {
                             self.clone().launch(run);
@@ -480,6 +483,13 @@ impl Node {
         }
     }
 
+    /// The lease of a claim, in ms.
+    fn lease_ms(&self) -> i64 {
+        i64::try_from(self.options.lease.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// Execute `run` in a task of its own, which keeps its worker slot for the next queued run
+    /// as long as it finds one when recording a run's end.
     fn launch(self: Arc<Self>, run: RunRecord) {
         let cancel = CancellationToken::new();
         if let Ok(mut running) = self.running.lock() {
@@ -488,33 +498,71 @@ impl Node {
         self.metrics.set_running(self.running_count() as i64);
         let node = self.clone();
         self.tasks.spawn(async move {
-            let id = run.id.clone();
-            let runbook = run.runbook.clone();
-            let result = match node.catalog.get(&runbook).cloned() {
-                Some(prepared) => {
-                    node.executor
-                        .execute_until(prepared, run, cancel, node.interrupt.clone(), None)
-                        .await
+            let (mut run, mut cancel) = (run, cancel);
+            loop {
+                let id = run.id.clone();
+                let next = node.execute_one(run, cancel).await;
+                let mut next = next.into_iter();
+                let successor = next.next();
+                // Runs beyond the first (a claim returns at most as many as asked) get
+                // workers of their own.
+                for extra in next {
+                    node.clone().launch(extra);
                 }
-                None => node.finish_orphan(&run).await,
-            };
-            match result {
-                Ok(done) if done.status.is_final() => {
-                    let duration = done
-                        .duration_ms()
-                        .map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0)));
-                    node.metrics
-                        .run_finished(&done.runbook, done.status.as_str(), duration);
+                let token = CancellationToken::new();
+                if let Ok(mut running) = node.running.lock() {
+                    // One step, so the claim loop never sees this slot free meanwhile.
+                    running.remove(&id);
+                    if let Some(s) = &successor {
+                        running.insert(s.id.clone(), token.clone());
+                    }
                 }
-                Ok(_) => {}
-                Err(e) => tracing::error!(run = %id, error = %e, "run failed to execute"),
-            }
-            if let Ok(mut running) = node.running.lock() {
-                running.remove(&id);
+                match successor {
+                    Some(s) => (run, cancel) = (s, token),
+                    None => break,
+                }
             }
             node.metrics.set_running(node.running_count() as i64);
             node.wake();
         });
+    }
+
+    /// Carry one claimed run to its end; returns the runs claimed for this worker in the
+    /// same write (none once the node is shutting down).
+    async fn execute_one(&self, run: RunRecord, cancel: CancellationToken) -> Vec<RunRecord> {
+        let id = run.id.clone();
+        let next = (!self.shutdown.is_cancelled()).then(|| ClaimNext {
+            node: self.options.name.clone(),
+            max: 1,
+            lease_ms: self.lease_ms(),
+        });
+        let result = match self.catalog.get(&run.runbook).cloned() {
+            Some(prepared) => {
+                self.executor
+                    .execute_until(prepared, run, cancel, self.interrupt.clone(), None, next)
+                    .await
+            }
+            None => self.finish_orphan(&run).await.map(|run| Executed {
+                run,
+                next: Vec::new(),
+            }),
+        };
+        match result {
+            Ok(Executed { run: done, next }) => {
+                if done.status.is_final() {
+                    let duration = done
+                        .duration_ms()
+                        .map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0)));
+                    self.metrics
+                        .run_finished(&done.runbook, done.status.as_str(), duration);
+                }
+                next
+            }
+            Err(e) => {
+                tracing::error!(run = %id, error = %e, "run failed to execute");
+                Vec::new()
+            }
+        }
     }
 
     /// On PostgreSQL: renew the leases of the runs executing here every quarter lease, stop

@@ -21,7 +21,7 @@ use crate::runbook::params;
 use crate::safety::Rules;
 use crate::script::ScriptLimits;
 use crate::secret::{Masker, Secrets};
-use crate::store::{Admission, AlertOutcome, AlertRecord, RunEnd, Store};
+use crate::store::{Admission, AlertOutcome, AlertRecord, ClaimNext, RunEnd, Store};
 use context::RunContext;
 use serde_json::{Map, Value};
 use std::sync::Arc;
@@ -252,13 +252,24 @@ impl Executor {
         cancel: CancellationToken,
         observer: Option<LogObserver>,
     ) -> anyhow::Result<RunRecord> {
-        self.execute_until(runbook, run, cancel, CancellationToken::new(), observer)
-            .await
+        let executed = self
+            .execute_until(
+                runbook,
+                run,
+                cancel,
+                CancellationToken::new(),
+                observer,
+                None,
+            )
+            .await?;
+        Ok(executed.run)
     }
 
     /// Like [`Executor::execute`], and when `interrupt` fires (the node is shutting down) the
     /// run is stopped and put back in the queue instead of ending: it runs again later, and
-    /// the plugin calls it completed are replayed, not repeated.
+    /// the plugin calls it completed are replayed, not repeated. With `next`, the write that
+    /// records the run's end also claims the worker's next runs (see
+    /// [`Store::finish_claimed_run`]); they come back in [`Executed::next`].
     pub async fn execute_until(
         &self,
         runbook: Arc<Prepared>,
@@ -266,13 +277,18 @@ impl Executor {
         cancel: CancellationToken,
         interrupt: CancellationToken,
         observer: Option<LogObserver>,
-    ) -> anyhow::Result<RunRecord> {
+        next: Option<ClaimNext>,
+    ) -> anyhow::Result<Executed> {
         let store = &self.inner.store;
+        let ended = |run: RunRecord| Executed {
+            run,
+            next: Vec::new(),
+        };
         if run.status == RunStatus::Queued {
             let at = now_ms();
             if !store.start_run(&run.id, at).await? {
                 // Cancelled (or taken) before it started.
-                return Ok(store.get_run(&run.id).await?);
+                return Ok(ended(store.get_run(&run.id).await?));
             }
             run.status = RunStatus::Running;
             run.started_at = Some(at);
@@ -358,18 +374,21 @@ impl Executor {
                     "interrupted by a shutdown; it will run again",
                 )
                 .await?;
-            return Ok(store.get_run(&run.id).await?);
+            return Ok(ended(store.get_run(&run.id).await?));
         }
         if ctx.lost() {
-            return Ok(store.get_run(&run.id).await?);
+            return Ok(ended(store.get_run(&run.id).await?));
         }
         let end = ctx.finish(outcome).await;
-        if !store
-            .finish_claimed_run(&end, run.fence, &run.runbook, policy.breaker)
-            .await?
-        {
+        let (recorded, next) = store
+            .finish_claimed_run(&end, run.fence, &run.runbook, policy.breaker, next)
+            .await?;
+        if !recorded {
             tracing::warn!(run = %run.id, fence = run.fence, status = end.status.as_str(), "result not recorded: another node claimed the run after this node's lease lapsed");
-            return Ok(store.get_run(&run.id).await?);
+            return Ok(Executed {
+                run: store.get_run(&run.id).await?,
+                next,
+            });
         }
         // As recorded: no need to read it back.
         run.status = end.status;
@@ -378,8 +397,17 @@ impl Executor {
         run.error_kind = end.error_kind;
         run.blame = end.blame;
         run.ended_at = Some(end.ended_at);
-        Ok(run)
+        Ok(Executed { run, next })
     }
+}
+
+/// What [`Executor::execute_until`] did.
+#[derive(Debug)]
+pub struct Executed {
+    /// The run, as it ended (or as the store has it, if it did not end here).
+    pub run: RunRecord,
+    /// Runs claimed for the same worker in the write that recorded the end.
+    pub next: Vec<RunRecord>,
 }
 
 /// Fire `stop` when the operator cancels (`cancel`, or a cancellation requested through the

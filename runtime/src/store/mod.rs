@@ -21,7 +21,7 @@ mod server;
 mod tokens;
 mod writer;
 
-pub use server::{Admission, AlertOutcome, AlertRecord, PlannedRuns};
+pub use server::{Admission, AlertOutcome, AlertRecord, ClaimNext, PlannedRuns};
 pub use tokens::{NewToken, TOKEN_PREFIX, TokenRecord};
 
 use crate::run::{LogRecord, RunRecord, RunStatus, StepRecord, StepStatus};

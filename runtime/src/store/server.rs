@@ -242,6 +242,18 @@ async fn overlap_in(
     })
 }
 
+/// Queued runs to claim for a worker that is about to free its slot: see
+/// [`Store::finish_claimed_run`].
+#[derive(Debug, Clone)]
+pub struct ClaimNext {
+    /// The claiming node.
+    pub node: String,
+    /// Most runs to claim.
+    pub max: usize,
+    /// Lease length, as for [`Store::claim`].
+    pub lease_ms: i64,
+}
+
 impl Store {
     /// Record a triggered run: queued if the safety kernel admits it, else skipped with the
     /// rule and reason. `None` when another node already recorded this cron tick. Durable
@@ -429,29 +441,45 @@ impl Store {
     }
 
     /// Record how a claimed run ended (fenced, as [`Store::finish_run`]) and count it for its
-    /// runbook's breaker, in one write. Returns whether it was recorded.
+    /// runbook's breaker, in one write. Returns whether it was recorded, and the runs claimed
+    /// for `next`: the worker that ran it takes its next run at once, without waiting for
+    /// the node's claim loop. On SQLite that claim is part of the same write (one commit for
+    /// both); on PostgreSQL it is a claim of its own right after, since claims there lock
+    /// runbooks in name order in a short transaction of their own.
     pub async fn finish_claimed_run(
         &self,
         end: &super::RunEnd,
         fence: i64,
         runbook: &str,
         threshold: Option<u32>,
-    ) -> anyhow::Result<bool> {
+        next: Option<ClaimNext>,
+    ) -> anyhow::Result<(bool, Vec<RunRecord>)> {
+        let backend = self.backend();
+        let claim_here = next.clone().filter(|_| backend == Backend::Sqlite);
         let (end, runbook) = (end.clone(), runbook.to_string());
-        let n = self
-            .write(Box::new(move |conn| {
-                let (end, runbook) = (end.clone(), runbook.clone());
+        let (recorded, mut claimed) = self
+            .write_value(Box::new(move |conn| {
+                let (end, runbook, claim) = (end.clone(), runbook.clone(), claim_here.clone());
                 Box::pin(async move {
                     let status = end.status;
-                    if super::finish_in(conn, end, fence).await? == 0 {
-                        return Ok(0);
+                    let recorded = super::finish_in(conn, end, fence).await? == 1;
+                    if recorded {
+                        outcome_in(conn, &runbook, status, threshold).await?;
                     }
-                    outcome_in(conn, &runbook, status, threshold).await?;
-                    Ok(1)
+                    let claimed = match claim {
+                        Some(c) => claim_in(conn, backend, &c.node, c.max, c.lease_ms).await?,
+                        None => Vec::new(),
+                    };
+                    Ok((u64::from(recorded), (recorded, claimed)))
                 })
             }))
             .await?;
-        Ok(n == 1)
+        if backend == Backend::Postgres
+            && let Some(c) = next
+        {
+            claimed = self.claim(&c.node, c.max, c.lease_ms).await?;
+        }
+        Ok((recorded, claimed))
     }
 
     /// Close a runbook's breaker and clear its failure count. True if it was open.

@@ -78,6 +78,7 @@ on_both_backends!(
     only_the_latest_claim_may_record_steps_and_the_result,
     heartbeats_extend_leases_and_report_runs_taken_over,
     a_step_recorded_without_waiting_is_committed_by_the_next_write_and_fenced,
+    the_write_that_ends_a_run_claims_the_workers_next_run,
 );
 
 fn run(runbook: &str, status: RunStatus) -> RunRecord {
@@ -551,5 +552,93 @@ async fn a_step_recorded_without_waiting_is_committed_by_the_next_write_and_fenc
     assert_eq!(
         store.get_run(&r.id).await.unwrap().status,
         RunStatus::Succeeded
+    );
+}
+
+async fn the_write_that_ends_a_run_claims_the_workers_next_run(store: Store) {
+    let first = run("restart", RunStatus::Queued);
+    store.insert_run(&first).await.unwrap();
+    let a = store.claim("node-a", 1, 60_000).await.unwrap().remove(0);
+    let (second, third) = (
+        run("restart", RunStatus::Queued),
+        run("restart", RunStatus::Queued),
+    );
+    store.insert_run(&second).await.unwrap();
+    store.insert_run(&third).await.unwrap();
+    let next = || {
+        Some(ClaimNext {
+            node: "node-a".into(),
+            max: 1,
+            lease_ms: 60_000,
+        })
+    };
+
+    let (recorded, claimed) = store
+        .finish_claimed_run(
+            &end(&first.id, RunStatus::Succeeded),
+            a.fence,
+            "restart",
+            None,
+            next(),
+        )
+        .await
+        .unwrap();
+    assert!(recorded);
+    assert_eq!(
+        store.get_run(&first.id).await.unwrap().status,
+        RunStatus::Succeeded
+    );
+    // The oldest queued run, claimed as the claim loop would have: running, leased, fenced.
+    assert_eq!(claimed.len(), 1);
+    let b = &claimed[0];
+    assert_eq!(
+        (b.id.as_str(), b.status, b.fence, b.node.as_deref()),
+        (second.id.as_str(), RunStatus::Running, 1, Some("node-a"))
+    );
+    assert_eq!(
+        store.get_run(&second.id).await.unwrap().status,
+        RunStatus::Running
+    );
+    assert_eq!(
+        store.get_run(&third.id).await.unwrap().status,
+        RunStatus::Queued
+    );
+
+    // Without `next`, nothing more is claimed.
+    let (recorded, claimed) = store
+        .finish_claimed_run(
+            &end(&second.id, RunStatus::Failed),
+            b.fence,
+            "restart",
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(recorded && claimed.is_empty());
+    assert_eq!(
+        store.get_run(&third.id).await.unwrap().status,
+        RunStatus::Queued
+    );
+
+    // A stale end is refused, and the worker's free slot still takes the next run.
+    let (recorded, claimed) = store
+        .finish_claimed_run(
+            &end(&second.id, RunStatus::Succeeded),
+            b.fence,
+            "restart",
+            None,
+            next(),
+        )
+        .await
+        .unwrap();
+    assert!(!recorded);
+    assert_eq!(
+        store.get_run(&second.id).await.unwrap().status,
+        RunStatus::Failed
+    );
+    assert_eq!(
+        claimed.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        [third.id.as_str()]
     );
 }
