@@ -529,9 +529,15 @@ impl Node {
 
     /// Carry one claimed run to its end; returns the runs claimed for this worker in the
     /// same write (none once the node is shutting down).
+    ///
+    /// Only on SQLite, where the claim shares the end's commit. On PostgreSQL it would be a
+    /// claim transaction of its own per run, where the claim loop takes many runs in one
+    /// (measured: 1,030 → 533 alert-triggered runs/s in the suite).
     async fn execute_one(&self, run: RunRecord, cancel: CancellationToken) -> Vec<RunRecord> {
         let id = run.id.clone();
-        let next = (!self.shutdown.is_cancelled()).then(|| ClaimNext {
+        let successor =
+            self.store.backend() == crate::store::Backend::Sqlite && !self.shutdown.is_cancelled();
+        let next = successor.then(|| ClaimNext {
             node: self.options.name.clone(),
             max: 1,
             lease_ms: self.lease_ms(),

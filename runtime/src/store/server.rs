@@ -317,13 +317,17 @@ impl Store {
         if max == 0 {
             return Ok(Vec::new());
         }
+        // Look past the first `max` candidates: some may be held back by their runbook's limits.
+        let look_ahead = (max * 8).clamp(64, 1000);
         Ok(match self.backend() {
             Backend::Sqlite => {
                 let node = node.to_string();
                 self.write_value(Box::new(move |conn| {
                     let node = node.clone();
                     Box::pin(async move {
-                        let claimed = claim_in(conn, Backend::Sqlite, &node, max, lease_ms).await?;
+                        let claimed =
+                            claim_in(conn, Backend::Sqlite, &node, max, look_ahead, lease_ms)
+                                .await?;
                         Ok((claimed.len() as u64, claimed))
                     })
                 }))
@@ -331,7 +335,8 @@ impl Store {
             }
             Backend::Postgres => {
                 let mut tx = self.inner.read.begin().await?;
-                let runs = claim_in(&mut *tx, Backend::Postgres, node, max, lease_ms).await?;
+                let runs =
+                    claim_in(&mut *tx, Backend::Postgres, node, max, look_ahead, lease_ms).await?;
                 tx.commit().await?;
                 runs
             }
@@ -467,7 +472,12 @@ impl Store {
                         outcome_in(conn, &runbook, status, threshold).await?;
                     }
                     let claimed = match claim {
-                        Some(c) => claim_in(conn, backend, &c.node, c.max, c.lease_ms).await?,
+                        // A few candidates: if they are all held back, the worker frees its
+                        // slot and the claim loop looks further.
+                        Some(c) => {
+                            let look_ahead = (c.max * 8).clamp(8, 1000);
+                            claim_in(conn, backend, &c.node, c.max, look_ahead, c.lease_ms).await?
+                        }
                         None => Vec::new(),
                     };
                     Ok((u64::from(recorded), (recorded, claimed)))
@@ -709,27 +719,28 @@ async fn touch(conn: &mut dyn Tx, alert: &AlertRecord, now: i64) -> Result<(), D
     Ok(())
 }
 
+/// A claim's candidates, oldest first (read from the `runs_queued` index alone).
+pub(super) const OLDEST_QUEUED: &str = "SELECT id, runbook, lock_key, max_concurrency FROM runs \
+     WHERE status = 'queued' ORDER BY id LIMIT $1";
+/// Running runs per runbook and lock key (read from the `runs_running` index alone).
+pub(super) const RUNNING_COUNTS: &str = "SELECT runbook, lock_key, COUNT(*) FROM runs \
+     WHERE status = 'running' GROUP BY runbook, lock_key";
+
+/// Claim up to `max` of the oldest `candidates` queued runs that the start rules allow.
 async fn claim_in(
     conn: &mut dyn Tx,
     backend: Backend,
     node: &str,
     max: usize,
+    candidates: usize,
     lease_ms: i64,
 ) -> Result<Vec<RunRecord>, DbError> {
-    // Look past the first `max` candidates: some may be held back by their runbook's limits.
-    let candidates = (max * 8).clamp(64, 1000);
     let select = match backend {
-        Backend::Sqlite => {
-            "SELECT id, runbook, lock_key, max_concurrency FROM runs WHERE status = 'queued' \
-             ORDER BY id LIMIT $1"
-        }
-        Backend::Postgres => {
-            "SELECT id, runbook, lock_key, max_concurrency FROM runs WHERE status = 'queued' \
-             ORDER BY id LIMIT $1 FOR NO KEY UPDATE SKIP LOCKED"
-        }
+        Backend::Sqlite => OLDEST_QUEUED.to_string(),
+        Backend::Postgres => format!("{OLDEST_QUEUED} FOR NO KEY UPDATE SKIP LOCKED"),
     };
     let waiting: Vec<Waiting> = conn
-        .query(select, params![i64::try_from(candidates).unwrap_or(1000)])
+        .query(&select, params![i64::try_from(candidates).unwrap_or(1000)])
         .await?
         .iter()
         .map(|r| {
@@ -760,13 +771,7 @@ async fn claim_in(
     // Running runs per runbook and the lock keys they hold, in one statement.
     let mut running: HashMap<String, i64> = HashMap::new();
     let mut held: HashSet<(String, String)> = HashSet::new();
-    for r in conn
-        .query(
-            "SELECT runbook, lock_key, COUNT(*) FROM runs WHERE status = 'running' GROUP BY runbook, lock_key",
-            Vec::new(),
-        )
-        .await?
-    {
+    for r in conn.query(RUNNING_COUNTS, Vec::new()).await? {
         let runbook: String = r.get(0)?;
         let n: i64 = r.get(2)?;
         if let Some(key) = r.get::<Option<String>>(1)? {

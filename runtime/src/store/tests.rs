@@ -642,3 +642,31 @@ async fn the_write_that_ends_a_run_claims_the_workers_next_run(store: Store) {
         [third.id.as_str()]
     );
 }
+
+#[tokio::test]
+async fn claims_read_the_queue_from_covering_indexes_on_sqlite() {
+    use sqlx::Row;
+    let (store, dir) = temp_store().await;
+    for (sql, index) in [
+        (super::server::OLDEST_QUEUED, "runs_queued"),
+        (super::server::RUNNING_COUNTS, "runs_running"),
+    ] {
+        let plan: Vec<String> =
+            sqlx::query(&format!("EXPLAIN QUERY PLAN {}", sql.replace("$1", "8")))
+                .fetch_all(&store.inner.read)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.try_get::<String, _>(3).unwrap())
+                .collect();
+        // No visit of the table, no sort: every claim (and on SQLite every run's end) pays it.
+        assert_eq!(
+            plan,
+            [format!(
+                "SEARCH runs USING COVERING INDEX {index} (status=?)"
+            )],
+            "{sql}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
