@@ -443,6 +443,52 @@ async fn queued_runs_survive_a_restart() {
 }
 
 #[tokio::test]
+async fn shutdown_starts_no_queued_run_even_one_claimed_as_a_running_run_ends() {
+    // One worker: the first run's end also claims the second; shutdown began meanwhile, so the
+    // second goes back to the queue instead of starting.
+    let dir = node_dir(
+        "",
+        &[(
+            "nap",
+            "version = 1\ndescription = \"x\"\n",
+            r#"sleep("400ms"); 1"#,
+        )],
+        &[],
+    );
+    let node = start_node(&dir, 1, Duration::from_secs(5)).await;
+    let first = node
+        .submit("nap", Default::default(), false)
+        .await
+        .unwrap()
+        .id;
+    let second = node
+        .submit("nap", Default::default(), false)
+        .await
+        .unwrap()
+        .id;
+    wait_for(Duration::from_secs(10), || async {
+        (node.store.get_run(&first).await.unwrap().status == RunStatus::Running).then_some(())
+    })
+    .await;
+    assert_eq!(
+        node.shutdown().await,
+        0,
+        "the running run finished within the grace"
+    );
+    assert_eq!(
+        node.store.get_run(&first).await.unwrap().status,
+        RunStatus::Succeeded
+    );
+    let left = node.store.get_run(&second).await.unwrap();
+    assert_eq!(left.status, RunStatus::Queued, "{left:#?}");
+    assert_eq!(
+        left.started_at.is_some(),
+        left.reason.is_some(),
+        "{left:#?}"
+    );
+}
+
+#[tokio::test]
 async fn shutdown_lets_short_runs_finish_and_requeues_long_ones_which_resume_without_reapplying() {
     let dir = node_dir(
         "[plugins.append-line]\ndirs = [\"{dir}:/state:rw\"]\n",

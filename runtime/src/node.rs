@@ -503,7 +503,19 @@ impl Node {
                 let id = run.id.clone();
                 let next = node.execute_one(run, cancel).await;
                 let mut next = next.into_iter();
-                let successor = next.next();
+                let mut successor = next.next();
+                if node.shutdown.is_cancelled() {
+                    // Claimed as shutdown began: it goes back to the queue, not started here.
+                    for claimed in successor.take().into_iter().chain(next.by_ref()) {
+                        if let Err(e) = node
+                            .store
+                            .requeue_run(&claimed.id, claimed.fence, "its node is shutting down")
+                            .await
+                        {
+                            tracing::error!(run = %claimed.id, error = %e, "requeueing a run claimed during shutdown failed");
+                        }
+                    }
+                }
                 // Runs beyond the first (a claim returns at most as many as asked) get
                 // workers of their own.
                 for extra in next {
