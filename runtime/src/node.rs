@@ -516,8 +516,8 @@ impl Node {
                         }
                     }
                 }
-                // Runs beyond the first (a claim returns at most as many as asked) get
-                // workers of their own.
+                // A claim returns at most the one run asked for; were there more, they run
+                // rather than sit claimed until a restart.
                 for extra in next {
                     node.clone().launch(extra);
                 }
