@@ -22,6 +22,8 @@ use wasmtime::component::Component;
 pub const CHILD_SUBCOMMAND: &str = "__compile-plugin";
 /// The child's exit code when the component itself does not compile (stderr says why).
 const CHILD_INVALID: i32 = 6;
+/// The child's exit code when it could not do its work otherwise (stderr says why).
+const CHILD_UNUSABLE: i32 = 4;
 
 /// Hex SHA-256 of `bytes`.
 pub fn content_hash(bytes: &[u8]) -> String {
@@ -206,7 +208,7 @@ pub fn compile_child(out: &Path, hash: &str, fingerprint: &str, from_stdin: bool
         }
         Err(ChildFailure::Unusable(message)) => {
             eprintln!("{message}");
-            4
+            CHILD_UNUSABLE
         }
     }
 }

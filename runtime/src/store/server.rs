@@ -252,6 +252,9 @@ pub struct ClaimNext {
     pub max: usize,
     /// Lease length, as for [`Store::claim`].
     pub lease_ms: i64,
+    /// Claim nothing once this is cancelled (the node began to shut down), checked in the
+    /// write itself.
+    pub unless: tokio_util::sync::CancellationToken,
 }
 
 impl Store {
@@ -447,10 +450,12 @@ impl Store {
 
     /// Record how a claimed run ended (fenced, as [`Store::finish_run`]) and count it for its
     /// runbook's breaker, in one write. Returns whether it was recorded, and the runs claimed
-    /// for `next`: the worker that ran it takes its next run at once, without waiting for
-    /// the node's claim loop. On SQLite that claim is part of the same write (one commit for
-    /// both); on PostgreSQL it is a claim of its own right after, since claims there lock
-    /// runbooks in name order in a short transaction of their own.
+    /// for `next`: the worker that ran it takes its next run at once, in the same commit,
+    /// without waiting for the node's claim loop.
+    ///
+    /// Only on SQLite. On PostgreSQL `next` is ignored: there a claim is a transaction of its
+    /// own (candidates locked, runbooks locked in name order), and one per run instead of the
+    /// claim loop's one per batch halved a node's throughput (1,030 → 533 runs/s, BENCHMARKS.md).
     pub async fn finish_claimed_run(
         &self,
         end: &super::RunEnd,
@@ -460,36 +465,29 @@ impl Store {
         next: Option<ClaimNext>,
     ) -> anyhow::Result<(bool, Vec<RunRecord>)> {
         let backend = self.backend();
-        let claim_here = next.clone().filter(|_| backend == Backend::Sqlite);
+        let next = next.filter(|_| backend == Backend::Sqlite);
         let (end, runbook) = (end.clone(), runbook.to_string());
-        let (recorded, mut claimed) = self
-            .write_value(Box::new(move |conn| {
-                let (end, runbook, claim) = (end.clone(), runbook.clone(), claim_here.clone());
-                Box::pin(async move {
-                    let status = end.status;
-                    let recorded = super::finish_in(conn, end, fence).await? == 1;
-                    if recorded {
-                        outcome_in(conn, &runbook, status, threshold).await?;
+        self.write_value(Box::new(move |conn| {
+            let (end, runbook, next) = (end.clone(), runbook.clone(), next.clone());
+            Box::pin(async move {
+                let status = end.status;
+                let recorded = super::finish_in(conn, end, fence).await? == 1;
+                if recorded {
+                    outcome_in(conn, &runbook, status, threshold).await?;
+                }
+                let claimed = match next.filter(|c| !c.unless.is_cancelled()) {
+                    // A few candidates: if they are all held back, the worker frees its slot
+                    // and the claim loop looks further.
+                    Some(c) => {
+                        let look_ahead = (c.max * 8).clamp(8, 1000);
+                        claim_in(conn, backend, &c.node, c.max, look_ahead, c.lease_ms).await?
                     }
-                    let claimed = match claim {
-                        // A few candidates: if they are all held back, the worker frees its
-                        // slot and the claim loop looks further.
-                        Some(c) => {
-                            let look_ahead = (c.max * 8).clamp(8, 1000);
-                            claim_in(conn, backend, &c.node, c.max, look_ahead, c.lease_ms).await?
-                        }
-                        None => Vec::new(),
-                    };
-                    Ok((u64::from(recorded), (recorded, claimed)))
-                })
-            }))
-            .await?;
-        if backend == Backend::Postgres
-            && let Some(c) = next
-        {
-            claimed = self.claim(&c.node, c.max, c.lease_ms).await?;
-        }
-        Ok((recorded, claimed))
+                    None => Vec::new(),
+                };
+                Ok((u64::from(recorded), (recorded, claimed)))
+            })
+        }))
+        .await
     }
 
     /// Close a runbook's breaker and clear its failure count. True if it was open.
@@ -735,9 +733,9 @@ async fn claim_in(
     candidates: usize,
     lease_ms: i64,
 ) -> Result<Vec<RunRecord>, DbError> {
-    let select = match backend {
-        Backend::Sqlite => OLDEST_QUEUED.to_string(),
-        Backend::Postgres => format!("{OLDEST_QUEUED} FOR NO KEY UPDATE SKIP LOCKED"),
+    let select: std::borrow::Cow<str> = match backend {
+        Backend::Sqlite => OLDEST_QUEUED.into(),
+        Backend::Postgres => format!("{OLDEST_QUEUED} FOR NO KEY UPDATE SKIP LOCKED").into(),
     };
     let waiting: Vec<Waiting> = conn
         .query(&select, params![i64::try_from(candidates).unwrap_or(1000)])

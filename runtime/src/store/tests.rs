@@ -78,7 +78,6 @@ on_both_backends!(
     only_the_latest_claim_may_record_steps_and_the_result,
     heartbeats_extend_leases_and_report_runs_taken_over,
     a_step_recorded_without_waiting_is_committed_by_the_next_write_and_fenced,
-    the_write_that_ends_a_run_claims_the_workers_next_run,
 );
 
 fn run(runbook: &str, status: RunStatus) -> RunRecord {
@@ -555,7 +554,37 @@ async fn a_step_recorded_without_waiting_is_committed_by_the_next_write_and_fenc
     );
 }
 
-async fn the_write_that_ends_a_run_claims_the_workers_next_run(store: Store) {
+/// A worker's request to claim its next run as it ends one.
+fn next_for(node: &str) -> Option<ClaimNext> {
+    Some(ClaimNext {
+        node: node.into(),
+        max: 1,
+        lease_ms: 60_000,
+        unless: tokio_util::sync::CancellationToken::new(),
+    })
+}
+
+/// End run `id` of runbook `restart` with `status` under `fence`, claiming for `next`.
+async fn finish(
+    store: &Store,
+    id: &str,
+    status: RunStatus,
+    fence: i64,
+    next: Option<ClaimNext>,
+) -> (bool, Vec<RunRecord>) {
+    store
+        .finish_claimed_run(&end(id, status), fence, "restart", None, next)
+        .await
+        .unwrap()
+}
+
+async fn status_of(store: &Store, id: &str) -> RunStatus {
+    store.get_run(id).await.unwrap().status
+}
+
+#[tokio::test]
+async fn the_write_that_ends_a_run_claims_the_workers_next_run_on_sqlite() {
+    let (store, dir) = temp_store().await;
     let first = run("restart", RunStatus::Queued);
     store.insert_run(&first).await.unwrap();
     let a = store.claim("node-a", 1, 60_000).await.unwrap().remove(0);
@@ -565,29 +594,17 @@ async fn the_write_that_ends_a_run_claims_the_workers_next_run(store: Store) {
     );
     store.insert_run(&second).await.unwrap();
     store.insert_run(&third).await.unwrap();
-    let next = || {
-        Some(ClaimNext {
-            node: "node-a".into(),
-            max: 1,
-            lease_ms: 60_000,
-        })
-    };
 
-    let (recorded, claimed) = store
-        .finish_claimed_run(
-            &end(&first.id, RunStatus::Succeeded),
-            a.fence,
-            "restart",
-            None,
-            next(),
-        )
-        .await
-        .unwrap();
+    let (recorded, claimed) = finish(
+        &store,
+        &first.id,
+        RunStatus::Succeeded,
+        a.fence,
+        next_for("node-a"),
+    )
+    .await;
     assert!(recorded);
-    assert_eq!(
-        store.get_run(&first.id).await.unwrap().status,
-        RunStatus::Succeeded
-    );
+    assert_eq!(status_of(&store, &first.id).await, RunStatus::Succeeded);
     // The oldest queued run, claimed as the claim loop would have: running, leased, fenced.
     assert_eq!(claimed.len(), 1);
     let b = &claimed[0];
@@ -595,52 +612,59 @@ async fn the_write_that_ends_a_run_claims_the_workers_next_run(store: Store) {
         (b.id.as_str(), b.status, b.fence, b.node.as_deref()),
         (second.id.as_str(), RunStatus::Running, 1, Some("node-a"))
     );
-    assert_eq!(
-        store.get_run(&second.id).await.unwrap().status,
-        RunStatus::Running
-    );
-    assert_eq!(
-        store.get_run(&third.id).await.unwrap().status,
-        RunStatus::Queued
-    );
+    assert_eq!(status_of(&store, &second.id).await, RunStatus::Running);
+    assert_eq!(status_of(&store, &third.id).await, RunStatus::Queued);
 
     // Without `next`, nothing more is claimed.
-    let (recorded, claimed) = store
-        .finish_claimed_run(
-            &end(&second.id, RunStatus::Failed),
-            b.fence,
-            "restart",
-            None,
-            None,
-        )
-        .await
-        .unwrap();
+    let (recorded, claimed) = finish(&store, &second.id, RunStatus::Failed, b.fence, None).await;
     assert!(recorded && claimed.is_empty());
-    assert_eq!(
-        store.get_run(&third.id).await.unwrap().status,
-        RunStatus::Queued
-    );
+    assert_eq!(status_of(&store, &third.id).await, RunStatus::Queued);
+
+    // Nor once the node has begun to shut down.
+    let stopping = next_for("node-a").inspect(|c| c.unless.cancel());
+    let (_, claimed) = finish(&store, &second.id, RunStatus::Failed, b.fence, stopping).await;
+    assert!(claimed.is_empty());
+    assert_eq!(status_of(&store, &third.id).await, RunStatus::Queued);
 
     // A stale end is refused, and the worker's free slot still takes the next run.
-    let (recorded, claimed) = store
-        .finish_claimed_run(
-            &end(&second.id, RunStatus::Succeeded),
-            b.fence,
-            "restart",
-            None,
-            next(),
-        )
-        .await
-        .unwrap();
+    let (recorded, claimed) = finish(
+        &store,
+        &second.id,
+        RunStatus::Succeeded,
+        b.fence,
+        next_for("node-a"),
+    )
+    .await;
     assert!(!recorded);
-    assert_eq!(
-        store.get_run(&second.id).await.unwrap().status,
-        RunStatus::Failed
-    );
+    assert_eq!(status_of(&store, &second.id).await, RunStatus::Failed);
     assert_eq!(
         claimed.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
         [third.id.as_str()]
     );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn on_postgres_the_end_of_a_run_leaves_claims_to_the_claim_loop() {
+    let Some(store) = pg_store().await else {
+        return;
+    };
+    let first = run("restart", RunStatus::Queued);
+    store.insert_run(&first).await.unwrap();
+    let a = store.claim("node-a", 1, 60_000).await.unwrap().remove(0);
+    let second = run("restart", RunStatus::Queued);
+    store.insert_run(&second).await.unwrap();
+    let (recorded, claimed) = finish(
+        &store,
+        &first.id,
+        RunStatus::Succeeded,
+        a.fence,
+        next_for("node-a"),
+    )
+    .await;
+    assert!(recorded && claimed.is_empty());
+    assert_eq!(status_of(&store, &first.id).await, RunStatus::Succeeded);
+    assert_eq!(status_of(&store, &second.id).await, RunStatus::Queued);
 }
 
 #[tokio::test]
