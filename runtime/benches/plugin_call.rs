@@ -30,9 +30,16 @@ fn bench_plugin_call() -> Sample {
         .enable_all()
         .build()
         .expect("tokio runtime");
+    let calls = common::plugin::warm_calls(&rt, plugin::WARMUP, plugin::ITERS);
+    for (why, n) in common::plugin::slower_than(&calls, std::time::Duration::from_micros(50)) {
+        println!(
+            "{n} calls above 50 µs; the calling thread {}",
+            why.describe()
+        );
+    }
     Sample::new(
         "plugin call (hello.greet)",
-        common::plugin::warm_calls(&rt, plugin::WARMUP, plugin::ITERS),
+        calls.iter().map(|c| c.took).collect(),
     )
 }
 

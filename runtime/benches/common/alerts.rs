@@ -5,6 +5,7 @@
 //! The intake may be a node in this process ([`AlertNode`]), a `runloom serve` process, or a
 //! baseline receiver: the posting and the accounting are the same for all of them.
 
+use super::load::LoadThread;
 use super::site::{scratch, write_runbook};
 use axum::extract::{Path as UrlPath, State};
 use runloom::config::Config;
@@ -481,11 +482,15 @@ pub(crate) struct NodeFigures {
     pub(crate) elapsed: Duration,
     /// Alerts posted in all, each verified to have one succeeded run and one remediation.
     pub(crate) alerts: usize,
+    /// CPU time used during the sustained load by the node (every thread of the process
+    /// but the load generator's) and by the load generator (senders and receiver).
+    pub(crate) cpu: (Duration, Duration),
 }
 
 /// Start an [`AlertNode`] named `name`; post `warmup` alerts, then `iters` one at a time, then
 /// `load` distinct alerts from `senders` concurrent senders until every run has ended; check
-/// every alert is accounted for (one succeeded run, one remediation received); stop it.
+/// every alert is accounted for (one succeeded run, one remediation received); stop it. The
+/// senders and the receiver run on a [`LoadThread`], the node on the caller's runtime.
 pub(crate) async fn measure_node(
     name: &str,
     durability: Durability,
@@ -493,19 +498,34 @@ pub(crate) async fn measure_node(
     (warmup, iters, load): (usize, usize, usize),
     senders: usize,
 ) -> NodeFigures {
-    let receiver = Receiver::start().await;
+    let generator = LoadThread::start();
+    let receiver = generator.run(Receiver::start()).await;
     let b = AlertNode::start(name, &receiver, durability, store_url).await;
-    let http = reqwest::Client::new();
     let (warm, seq) = (fingerprints("warm", warmup), fingerprints("seq", iters));
-    let posted = one_at_a_time(&http, &b.url, &receiver, &warm, &seq).await;
+    let (url, r, w, s) = (b.url.clone(), receiver.clone(), warm.clone(), seq.clone());
+    let posted = generator
+        .run(async move {
+            let http = reqwest::Client::new();
+            one_at_a_time(&http, &url, &r, &w, &s).await
+        })
+        .await;
     let mut started_ms = Vec::with_capacity(posted.len());
     for p in &posted {
         started_ms.push(b.run_started_ms(&p.report).await);
     }
     let load_fps = fingerprints("load", load);
     let total = warmup + iters + load;
-    let finished = b.wait_done(&receiver, total);
-    let (went_in, elapsed) = sustained(&http, &b.url, &load_fps, senders, finished).await;
+    let before = generator.cpu().await;
+    let started = Instant::now();
+    let (url, fps) = (b.url.clone(), load_fps.clone());
+    let sending = generator.run(async move {
+        // A client of its own, so its connections' tasks live on the load thread.
+        let http = reqwest::Client::new();
+        post_all(&http, &url, &fps, senders).await
+    });
+    let (went_in, ()) = tokio::join!(sending, b.wait_done(&receiver, total));
+    let elapsed = started.elapsed();
+    let cpu = before.until(generator.cpu().await);
     let all: Vec<String> = warm.into_iter().chain(seq).chain(load_fps).collect();
     b.account_for(&receiver, &all).await;
     b.stop().await;
@@ -514,5 +534,6 @@ pub(crate) async fn measure_node(
         load: went_in,
         elapsed,
         alerts: all.len(),
+        cpu,
     }
 }

@@ -8,6 +8,7 @@
 //! - `runbook`: a Rhai runbook making three plugin calls, run through the executor;
 //! - `alerts`: Alertmanager notifications over HTTP, a receiver for the remediation, a node
 //!   in process, sustained load with every alert accounted for;
+//! - `load`: a thread of its own for the load generator, whose CPU is counted apart;
 //! - `server`: a `runloom serve` process (or any server that prints its address);
 //! - `site`: scratch directories, runbooks and compiled caches on disk;
 //! - `baseline`: a minimal Python webhook receiver that spawns a process per action;
@@ -21,6 +22,7 @@ static ALLOCATOR: runloom::alloc::MiMalloc = runloom::alloc::MiMalloc;
 
 pub(crate) mod alerts;
 pub(crate) mod baseline;
+pub(crate) mod load;
 pub(crate) mod plugin;
 pub(crate) mod postgres;
 pub(crate) mod process;

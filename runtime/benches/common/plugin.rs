@@ -18,13 +18,89 @@ pub(crate) fn standard_plugin(name: &str) -> &'static [u8] {
         .unwrap_or_else(|| panic!("no standard plugin `{name}`"))
 }
 
+/// One timed call and what the calling thread went through during it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Call {
+    /// Call → result.
+    pub(crate) took: Duration,
+    /// What the operating system did to the calling thread meanwhile.
+    pub(crate) disturbed: Disturbance,
+}
+
+/// What the kernel did to the calling thread during a call, read with
+/// `getrusage(RUSAGE_THREAD)` before and after it (outside the timed window).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Disturbance {
+    /// Nothing the counters show.
+    None,
+    /// The task went on on another worker thread.
+    Moved,
+    /// The scheduler took the CPU away (an involuntary context switch).
+    Preempted,
+    /// The thread slept (a voluntary context switch): the call waited for something.
+    Slept,
+    /// The thread took page faults.
+    Faulted,
+}
+
+impl Disturbance {
+    /// How a reader names it.
+    pub(crate) fn describe(self) -> &'static str {
+        match self {
+            Disturbance::None => "with none of these",
+            Disturbance::Moved => "moved to another thread",
+            Disturbance::Preempted => "preempted by the OS scheduler",
+            Disturbance::Slept => "slept (waited for something)",
+            Disturbance::Faulted => "took page faults",
+        }
+    }
+}
+
+/// The calling thread's counters that say why a short operation took long.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct ThreadCounters {
+    tid: i64,
+    preempted: i64,
+    slept: i64,
+    faults: i64,
+}
+
+impl ThreadCounters {
+    fn now() -> ThreadCounters {
+        // SAFETY: getrusage writes one `rusage` for the calling thread into the zeroed
+        // value it is given; gettid has no arguments.
+        let (usage, tid) = unsafe {
+            let mut usage: libc::rusage = std::mem::zeroed();
+            libc::getrusage(libc::RUSAGE_THREAD, &mut usage);
+            (usage, libc::gettid())
+        };
+        ThreadCounters {
+            tid: i64::from(tid),
+            preempted: usage.ru_nivcsw,
+            slept: usage.ru_nvcsw,
+            faults: usage.ru_minflt + usage.ru_majflt,
+        }
+    }
+
+    /// What changed between `self` and `after`, the most telling first.
+    fn since(self, after: ThreadCounters) -> Disturbance {
+        if after.tid != self.tid {
+            Disturbance::Moved
+        } else if after.preempted != self.preempted {
+            Disturbance::Preempted
+        } else if after.slept != self.slept {
+            Disturbance::Slept
+        } else if after.faults != self.faults {
+            Disturbance::Faulted
+        } else {
+            Disturbance::None
+        }
+    }
+}
+
 /// `iters` timed calls of `hello.greet` after `warmup` untimed ones, one at a time inside a
 /// task on `rt` (so they run on a worker thread, as a server's request handler would).
-pub(crate) fn warm_calls(
-    rt: &tokio::runtime::Runtime,
-    warmup: usize,
-    iters: usize,
-) -> Vec<Duration> {
+pub(crate) fn warm_calls(rt: &tokio::runtime::Runtime, warmup: usize, iters: usize) -> Vec<Call> {
     rt.block_on(async {
         // Default host configuration, as a server gets it; no cache directory, so the
         // component is compiled once here, outside the timed loop.
@@ -41,16 +117,32 @@ pub(crate) fn warm_calls(
             for _ in 0..warmup {
                 call().await.expect("greet");
             }
-            let mut times = Vec::with_capacity(iters);
+            let mut calls = Vec::with_capacity(iters);
             for _ in 0..iters {
+                let before = ThreadCounters::now();
                 let start = Instant::now();
                 let out = call().await;
-                times.push(start.elapsed());
+                let took = start.elapsed();
+                let disturbed = before.since(ThreadCounters::now());
+                calls.push(Call { took, disturbed });
                 out.expect("greet");
             }
-            times
+            calls
         })
         .await
         .expect("benchmark task")
     })
+}
+
+/// Of `calls`, how many took longer than `limit`, by what disturbed them, most first.
+pub(crate) fn slower_than(calls: &[Call], limit: Duration) -> Vec<(Disturbance, usize)> {
+    let mut counts: Vec<(Disturbance, usize)> = Vec::new();
+    for call in calls.iter().filter(|c| c.took > limit) {
+        match counts.iter_mut().find(|(d, _)| *d == call.disturbed) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((call.disturbed, 1)),
+        }
+    }
+    counts.sort_by(|a, b| b.1.cmp(&a.1));
+    counts
 }
