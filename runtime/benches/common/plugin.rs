@@ -143,6 +143,6 @@ pub(crate) fn slower_than(calls: &[Call], limit: Duration) -> Vec<(Disturbance, 
             None => counts.push((call.disturbed, 1)),
         }
     }
-    counts.sort_by(|a, b| b.1.cmp(&a.1));
+    counts.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
     counts
 }
