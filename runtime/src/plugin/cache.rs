@@ -253,11 +253,48 @@ fn compile_child_inner(
 }
 
 /// Write atomically: a crash never leaves a half-written artifact under the final name.
+/// Each write has a temporary file of its own (process and write number): two threads
+/// storing the same artifact at once (two hosts sharing a cache, the same component loaded
+/// twice) must not truncate the file the other is about to publish, which another thread
+/// may already have mapped (a `SIGBUS` on touching it).
 fn store(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let dir = path.parent().context("cache path has no directory")?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating `{}`", dir.display()))?;
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let write = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp{}-{write}", std::process::id()));
     std::fs::write(&tmp, bytes).with_context(|| format!("writing `{}`", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("renaming to `{}`", path.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::store;
+
+    #[test]
+    fn threads_storing_one_artifact_at_once_only_ever_publish_it_whole() {
+        let dir = std::env::temp_dir().join(format!("runloom-cache-store-{}", std::process::id()));
+        let path = dir.join("artifact.cwasm");
+        let bytes: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| {
+                    for _ in 0..25 {
+                        store(&path, &bytes).expect("stored");
+                        let published = std::fs::read(&path).expect("published");
+                        assert!(published == bytes, "a partial artifact was published");
+                    }
+                });
+            }
+        });
+        let leftovers: Vec<_> = std::fs::read_dir(&dir)
+            .expect("cache dir")
+            .filter_map(Result::ok)
+            .map(|e| e.file_name())
+            .filter(|name| name != "artifact.cwasm")
+            .collect();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+    }
 }
