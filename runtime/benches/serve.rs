@@ -39,12 +39,16 @@ async fn measure(durability: Durability) -> (Vec<Sample>, f64, String) {
     let sizes = (WARMUP, SEQUENTIAL, SUSTAINED);
     let f = measure_node(&name, durability, None, sizes, SENDERS).await;
     let rate = SUSTAINED as f64 / f.elapsed.as_secs_f64();
+    let (node_cpu, load_cpu) = f.cpu;
+    let per_run = |cpu: std::time::Duration| cpu.as_secs_f64() * 1e6 / SUSTAINED as f64;
     let note = format!(
         "{durability:?}: {SUSTAINED} alerts accepted in {:.2} s ({} answered 503 and retried), \
-         all runs ended after {:.2} s",
+         all runs ended after {:.2} s; CPU per run: node {:.0} µs, load generator {:.0} µs",
         f.load.accepted_in.as_secs_f64(),
         f.load.refused,
-        f.elapsed.as_secs_f64()
+        f.elapsed.as_secs_f64(),
+        per_run(node_cpu),
+        per_run(load_cpu)
     );
     let l = f.latencies;
     (
