@@ -582,17 +582,21 @@ async fn status_of(store: &Store, id: &str) -> RunStatus {
     store.get_run(id).await.unwrap().status
 }
 
+/// A run queued and claimed by `node-a` (as queued, and as claimed), then a second queued.
+async fn one_claimed_one_queued(store: &Store) -> (RunRecord, RunRecord, RunRecord) {
+    let first = run("restart", RunStatus::Queued);
+    store.insert_run(&first).await.unwrap();
+    let claimed = store.claim("node-a", 1, 60_000).await.unwrap().remove(0);
+    let second = run("restart", RunStatus::Queued);
+    store.insert_run(&second).await.unwrap();
+    (first, claimed, second)
+}
+
 #[tokio::test]
 async fn the_write_that_ends_a_run_claims_the_workers_next_run_on_sqlite() {
     let (store, dir) = temp_store().await;
-    let first = run("restart", RunStatus::Queued);
-    store.insert_run(&first).await.unwrap();
-    let a = store.claim("node-a", 1, 60_000).await.unwrap().remove(0);
-    let (second, third) = (
-        run("restart", RunStatus::Queued),
-        run("restart", RunStatus::Queued),
-    );
-    store.insert_run(&second).await.unwrap();
+    let (first, a, second) = one_claimed_one_queued(&store).await;
+    let third = run("restart", RunStatus::Queued);
     store.insert_run(&third).await.unwrap();
 
     let (recorded, claimed) = finish(
@@ -649,11 +653,7 @@ async fn on_postgres_the_end_of_a_run_leaves_claims_to_the_claim_loop() {
     let Some(store) = pg_store().await else {
         return;
     };
-    let first = run("restart", RunStatus::Queued);
-    store.insert_run(&first).await.unwrap();
-    let a = store.claim("node-a", 1, 60_000).await.unwrap().remove(0);
-    let second = run("restart", RunStatus::Queued);
-    store.insert_run(&second).await.unwrap();
+    let (first, a, second) = one_claimed_one_queued(&store).await;
     let (recorded, claimed) = finish(
         &store,
         &first.id,
