@@ -163,3 +163,54 @@ async fn a_host_outside_the_grant_is_denied_even_on_another_port() {
         )
     );
 }
+
+/// Checks of `/ok` in turn with `keep_alive` set as given; returns the connections the
+/// server accepted for them.
+async fn connections_for_checks(checks: usize, keep_alive: Duration) -> usize {
+    use axum::serve::{Listener, ListenerExt};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .tap_io(move |_| {
+            counter.fetch_add(1, Ordering::SeqCst);
+        });
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().route("/ok", axum::routing::get(|| async { "ready" }));
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let host = host();
+    let plugin = builtin(&host, "http-check").await;
+    for _ in 0..checks {
+        let mut req = CallRequest::new(
+            "check",
+            serde_json::json!({"url": format!("http://{addr}/ok")}).to_string(),
+        );
+        req.grants = Arc::new(Grants {
+            hosts: vec![addr.to_string().parse().unwrap()],
+            ..Grants::default()
+        });
+        req.keep_alive = keep_alive;
+        let out = host.call(&plugin, req).await.unwrap().output;
+        assert_eq!(out["status"], "ok", "{out}");
+        // The connection goes back to the host once the plugin has read the answer.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    accepted.load(Ordering::SeqCst)
+}
+
+#[tokio::test]
+async fn each_check_opens_its_own_connection_unless_keep_alive_is_set() {
+    assert_eq!(
+        connections_for_checks(4, Duration::ZERO).await,
+        4,
+        "by default a check's latency includes its connect"
+    );
+    assert_eq!(
+        connections_for_checks(4, Duration::from_secs(30)).await,
+        1,
+        "with keep_alive the checks share one connection"
+    );
+}

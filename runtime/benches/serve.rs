@@ -9,7 +9,8 @@
 //! - **alert → run start**: from sending to the run's recorded start (the store's clock, whole
 //!   milliseconds);
 //! - **alert → remediation done**: from sending to the moment the runbook's action (an
-//!   `http-check` call to a receiver in this process) reaches the receiver;
+//!   `http-check` call to a receiver in this process, on a kept connection: `keep_alive`)
+//!   reaches the receiver;
 //! - **sustained**: 10,000 distinct alerts from 64 concurrent senders, timed until every run
 //!   has ended; then every alert is accounted for: one run each, each succeeded, each action
 //!   received exactly once.
@@ -25,7 +26,7 @@
 
 mod common;
 
-use common::alerts::measure_node;
+use common::alerts::{KEEP_ALIVE, measure_node};
 use common::{Sample, print_table};
 use runloom::store::Durability;
 
@@ -37,7 +38,7 @@ const SENDERS: usize = 64;
 async fn measure(durability: Durability) -> (Vec<Sample>, f64, String) {
     let name = format!("serve-{durability:?}");
     let sizes = (WARMUP, SEQUENTIAL, SUSTAINED);
-    let f = measure_node(&name, durability, None, sizes, SENDERS).await;
+    let f = measure_node(&name, durability, None, KEEP_ALIVE, sizes, SENDERS).await;
     let rate = SUSTAINED as f64 / f.elapsed.as_secs_f64();
     let (node_cpu, load_cpu) = f.cpu;
     let per_run = |cpu: std::time::Duration| cpu.as_secs_f64() * 1e6 / SUSTAINED as f64;

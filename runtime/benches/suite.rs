@@ -42,7 +42,7 @@
 mod common;
 
 use common::alerts::{
-    Latencies, NodeFigures, Receiver, assert_one_run_each, fingerprints, measure_node,
+    KEEP_ALIVE, Latencies, NodeFigures, Receiver, assert_one_run_each, fingerprints, measure_node,
     one_at_a_time, post_all, sustained, write_site,
 };
 use common::baseline::{PythonReceiver, python_action, shell_action};
@@ -451,9 +451,18 @@ async fn baseline_alerts(
 async fn alerts(python: Option<&str>, report: &mut Report) {
     section("alerts over HTTP on 127.0.0.1 against a Python webhook receiver");
     let sizes = (ALERT_WARMUP, ALERT_ITERS, SUSTAINED);
-    let f = measure_node("suite-sqlite", Durability::Full, None, sizes, SENDERS).await;
+    let f = measure_node(
+        "suite-sqlite",
+        Durability::Full,
+        None,
+        KEEP_ALIVE,
+        sizes,
+        SENDERS,
+    )
+    .await;
     report.note(format!(
-        "SQLite (synchronous=FULL), node in process with 64 workers: {SUSTAINED} alerts from \
+        "SQLite (synchronous=FULL), node in process with 64 workers, `http-check` keeping its \
+         connection to the receiver (keep_alive = {KEEP_ALIVE:?}): {SUSTAINED} alerts from \
          {SENDERS} senders accepted in {} ({} answered 503 and retried), every run ended after \
          {}; {} alerts, each with exactly one succeeded run and one remediation received",
         seconds(f.load.accepted_in),
@@ -470,6 +479,23 @@ async fn alerts(python: Option<&str>, report: &mut Report) {
         "—",
         None,
     );
+    // The same load with a connection opened and closed per remediation (no keep_alive).
+    let sizes = (ALERT_WARMUP, 0, SUSTAINED);
+    let fresh = measure_node(
+        "suite-sqlite-fresh",
+        Durability::Full,
+        None,
+        Duration::ZERO,
+        sizes,
+        SENDERS,
+    )
+    .await;
+    report.note(format!(
+        "without keep_alive (a connection per remediation): {}; {} alerts accounted for",
+        cpu_note(&fresh),
+        fresh.alerts
+    ));
+    let fresh_rate = SUSTAINED as f64 / fresh.elapsed.as_secs_f64();
     let runloom = (
         latencies(f.latencies),
         SUSTAINED as f64 / f.elapsed.as_secs_f64(),
@@ -509,6 +535,14 @@ async fn alerts(python: Option<&str>, report: &mut Report) {
         "≥ 5,000/s, none lost or doubled",
         Some(runloom.1 >= 5_000.0),
     );
+    report.row(
+        "the same, a connection per remediation (no keep_alive): runs/s; CPU node / load",
+        format!("{}; {}", rate(fresh_rate), cpu_per_alert(&fresh)),
+        None,
+        None,
+        "—",
+        None,
+    );
 }
 
 // ---- 4. PostgreSQL -----------------------------------------------------------------------
@@ -532,7 +566,15 @@ async fn postgres(report: &mut Report) {
         }
     };
     let sizes = (ALERT_WARMUP, 0, SUSTAINED);
-    let f = measure_node("suite-pg", Durability::Full, Some(&url), sizes, SENDERS).await;
+    let f = measure_node(
+        "suite-pg",
+        Durability::Full,
+        Some(&url),
+        KEEP_ALIVE,
+        sizes,
+        SENDERS,
+    )
+    .await;
     common::postgres::drop_database(&base, &url).await;
     report.note(format!(
         "PostgreSQL (a fresh database), node in process with 64 workers: {SUSTAINED} alerts \

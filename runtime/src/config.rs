@@ -127,6 +127,11 @@ pub struct PluginFile {
     pub memory: Option<String>,
     /// Overrides `limits.output` for this plugin.
     pub output: Option<String>,
+    /// Keep the plugin's outgoing HTTP connections open this long when idle, for its next
+    /// requests to the same origin, e.g. `"30s"` (keep it below the servers' own idle timeout).
+    /// Unset: a connection per request, so a check's latency includes the connect and TLS
+    /// handshake.
+    pub keep_alive: Option<String>,
 }
 
 /// One `[secrets.NAME]` table: exactly one of `env` or `file`.
@@ -186,6 +191,8 @@ pub struct PluginSettings {
     pub grants: Grants,
     /// Its limits, defaults filled in.
     pub limits: Limits,
+    /// How long its idle outgoing HTTP connections are kept; zero: not kept.
+    pub keep_alive: Duration,
 }
 
 /// `[server]`, resolved.
@@ -360,6 +367,11 @@ impl Config {
             };
             let plugin_limits = resolve_limits(&overrides, limits)
                 .map_err(|m| error(format!("[plugins.{name}]: {m}")))?;
+            let keep_alive = match &p.keep_alive {
+                Some(k) => parse_duration(k)
+                    .map_err(|e| error(format!("[plugins.{name}]: `keep_alive`: {e}")))?,
+                None => Duration::ZERO,
+            };
             plugins.insert(
                 name,
                 PluginSettings {
@@ -371,6 +383,7 @@ impl Config {
                         system: p.system,
                     },
                     limits: plugin_limits,
+                    keep_alive,
                 },
             );
         }
@@ -393,6 +406,7 @@ impl Config {
         self.plugins.get(name).cloned().unwrap_or(PluginSettings {
             grants: Grants::default(),
             limits: self.limits,
+            keep_alive: Duration::ZERO,
         })
     }
 
@@ -558,6 +572,7 @@ mod tests {
 
             [plugins.notify]
             secrets = ["slack"]
+            keep_alive = "45s"
 
             [secrets.slack]
             env = "SLACK_URL"
@@ -571,6 +586,12 @@ mod tests {
         assert_eq!(hc.limits.timeout, Duration::from_secs(5));
         assert_eq!(hc.limits.memory, 32 << 20, "inherits [limits]");
         assert!(hc.grants.allows_host("api.example.org", 443));
+        assert_eq!(
+            hc.keep_alive,
+            Duration::ZERO,
+            "a connection per check by default"
+        );
+        assert_eq!(c.plugin("notify").keep_alive, Duration::from_secs(45));
         assert_eq!(c.plugin("unknown").grants, Grants::default());
         assert_eq!(c.secrets["slack"], SecretRef::Env("SLACK_URL".into()));
     }
@@ -616,6 +637,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("invalid host grant `example.org`"), "{err}");
+        let err = parse("version = 1\n[plugins.x]\nkeep_alive = \"forever\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("[plugins.x]: `keep_alive`: `forever` is not a duration"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -24,6 +24,10 @@ use tokio_util::sync::CancellationToken;
 /// The alert-triggered runbook's name.
 pub(crate) const RUNBOOK: &str = "fix";
 
+/// How long `http-check` keeps its idle connection to the receiver (`keep_alive` in
+/// `runloom.toml`), as one would configure a remediation endpoint called often.
+pub(crate) const KEEP_ALIVE: Duration = Duration::from_secs(30);
+
 /// Longest any wait for runs or arrivals may take before the bench gives up.
 const PATIENCE: Duration = Duration::from_secs(600);
 
@@ -195,17 +199,24 @@ pub(crate) struct AlertNode {
 }
 
 impl AlertNode {
-    /// Start it in a scratch directory named `name`.
+    /// Start it in a scratch directory named `name`, `http-check` keeping its idle connections
+    /// for `keep_alive` (zero: a connection per remediation).
     pub(crate) async fn start(
         name: &str,
         receiver: &Receiver,
         durability: Durability,
         store_url: Option<&str>,
+        keep_alive: Duration,
     ) -> AlertNode {
         let dir = scratch(name);
         let path = write_site(&dir, receiver.port(), "", store_url);
         let mut config = Config::parse(&std::fs::read_to_string(&path).unwrap(), &path).unwrap();
         config.durability = durability;
+        config
+            .plugins
+            .get_mut("http-check")
+            .expect("the site grants http-check")
+            .keep_alive = keep_alive;
         let node = Node::start(
             config,
             NodeOptions {
@@ -495,12 +506,13 @@ pub(crate) async fn measure_node(
     name: &str,
     durability: Durability,
     store_url: Option<&str>,
+    keep_alive: Duration,
     (warmup, iters, load): (usize, usize, usize),
     senders: usize,
 ) -> NodeFigures {
     let generator = LoadThread::start();
     let receiver = generator.run(Receiver::start()).await;
-    let b = AlertNode::start(name, &receiver, durability, store_url).await;
+    let b = AlertNode::start(name, &receiver, durability, store_url, keep_alive).await;
     let (warm, seq) = (fingerprints("warm", warmup), fingerprints("seq", iters));
     let (url, r, w, s) = (b.url.clone(), receiver.clone(), warm.clone(), seq.clone());
     let posted = generator

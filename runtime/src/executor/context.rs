@@ -495,6 +495,7 @@ impl RunApi for RunContext {
             request.grants = grants.clone();
             request.secrets = secrets.clone();
             request.limits = limits;
+            request.keep_alive = settings.keep_alive;
             request.log = Some(sink.clone());
             match self.attempt(loaded, request).await {
                 Err(e) if e.retryable && attempts <= i64::from(retries) => {

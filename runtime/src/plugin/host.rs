@@ -2,6 +2,7 @@
 //! and Runloom's own imports (`log`, `secrets`, `exec`), each checking its grant on every use.
 
 use super::bindings::{exec, log, secrets, types};
+use super::outgoing::{self, ConnectionPool, Timeouts};
 use super::{LogLevel, LogLine, LogSink, LogSource, SecretSource};
 use crate::grant::{Denial, Grants};
 use std::sync::{Arc, Mutex};
@@ -89,9 +90,13 @@ impl wasmtime::ResourceLimiter for Limiter {
 
 /// Outgoing HTTP: every request is checked against the host grants before it is sent.
 pub(super) struct Egress {
+    pub(super) plugin: Arc<str>,
     pub(super) grants: Arc<Grants>,
     pub(super) denials: Denials,
     pub(super) deadline: Instant,
+    /// Keep connections this long for the plugin's next requests; zero: one per request.
+    pub(super) keep_alive: Duration,
+    pub(super) connections: Arc<ConnectionPool>,
 }
 
 /// Defaults for HTTP timeouts the plugin did not set; always capped by the call's deadline.
@@ -132,25 +137,36 @@ impl WasiHttpHooks for Egress {
             .saturating_sub(DEADLINE_MARGIN)
             .max(Duration::from_millis(1));
         let given = options.unwrap_or_default();
+        let timeouts = Timeouts {
+            connect: given
+                .connect_timeout
+                .unwrap_or(DEFAULT_CONNECT_TIMEOUT)
+                .min(budget),
+            first_byte: given
+                .first_byte_timeout
+                .unwrap_or(DEFAULT_BYTE_TIMEOUT)
+                .min(budget),
+            between_bytes: given
+                .between_bytes_timeout
+                .unwrap_or(DEFAULT_BYTE_TIMEOUT)
+                .min(budget),
+        };
+        if !self.keep_alive.is_zero() {
+            let (pool, plugin, keep) = (
+                self.connections.clone(),
+                self.plugin.clone(),
+                self.keep_alive,
+            );
+            return Box::new(async move {
+                let response = outgoing::send(&pool, plugin, keep, request, timeouts).await?;
+                let io = async { Ok(()) };
+                Ok((response, Box::new(io) as Box<dyn Future<Output = _> + Send>))
+            });
+        }
         let options = wasmtime_wasi_http::RequestOptions {
-            connect_timeout: Some(
-                given
-                    .connect_timeout
-                    .unwrap_or(DEFAULT_CONNECT_TIMEOUT)
-                    .min(budget),
-            ),
-            first_byte_timeout: Some(
-                given
-                    .first_byte_timeout
-                    .unwrap_or(DEFAULT_BYTE_TIMEOUT)
-                    .min(budget),
-            ),
-            between_bytes_timeout: Some(
-                given
-                    .between_bytes_timeout
-                    .unwrap_or(DEFAULT_BYTE_TIMEOUT)
-                    .min(budget),
-            ),
+            connect_timeout: Some(timeouts.connect),
+            first_byte_timeout: Some(timeouts.first_byte),
+            between_bytes_timeout: Some(timeouts.between_bytes),
         };
         Box::new(async move {
             use http_body_util::BodyExt;

@@ -17,6 +17,7 @@ mod bindings;
 mod cache;
 mod exec;
 mod host;
+mod outgoing;
 mod registry;
 mod runbook;
 mod system;
@@ -354,6 +355,9 @@ pub struct CallRequest {
     pub limits: Limits,
     /// Receives log lines live; `None` discards them.
     pub log: Option<LogSink>,
+    /// How long the plugin's idle outgoing HTTP connections are kept for its next requests;
+    /// zero: a connection per request.
+    pub keep_alive: Duration,
 }
 
 impl CallRequest {
@@ -367,6 +371,7 @@ impl CallRequest {
             secrets: Arc::new(NoSecrets),
             limits: Limits::default(),
             log: None,
+            keep_alive: Duration::ZERO,
         }
     }
 }
@@ -576,6 +581,8 @@ struct HostInner {
     /// Slots for WebAssembly runbook bodies.
     body_slots: tokio::sync::Semaphore,
     pooling: bool,
+    /// Plugins' kept outgoing HTTP connections.
+    connections: Arc<outgoing::ConnectionPool>,
 }
 
 impl PluginHost {
@@ -617,6 +624,7 @@ impl PluginHost {
                 slots,
                 body_slots,
                 pooling,
+                connections: Arc::default(),
             }),
         })
     }
@@ -856,9 +864,12 @@ impl PluginHost {
             stderr,
             http: WasiHttpCtx::new(),
             egress: Egress {
+                plugin: plugin.clone(),
                 grants: grants.clone(),
                 denials: denials.clone(),
                 deadline,
+                keep_alive: request.keep_alive,
+                connections: self.inner.connections.clone(),
             },
             table: ResourceTable::new(),
             limiter: self.limiter(limits.memory),

@@ -225,10 +225,14 @@ impl RunbookComponent {
             wasi: wasi.build(),
             table: ResourceTable::new(),
             http: WasiHttpCtx::new(),
+            // A runbook body is granted no host: every request is denied before it is sent.
             egress: Egress {
+                plugin: "runbook".into(),
                 grants: Arc::new(Grants::default()),
                 denials: denials.clone(),
                 deadline,
+                keep_alive: Duration::ZERO,
+                connections: host.inner.connections.clone(),
             },
             denials,
             stdout,
