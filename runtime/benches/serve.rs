@@ -16,7 +16,8 @@
 //!   received exactly once.
 //!
 //! The node, the receiver, the posting and the accounting are `common/alerts.rs`, shared with
-//! the suite.
+//! the suite. The node runs 64 workers; `RUNLOOM_BENCH_WORKERS=N` sets another number (for
+//! this bench and the suite alike).
 
 #![allow(
     clippy::expect_used,

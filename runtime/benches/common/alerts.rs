@@ -220,7 +220,10 @@ impl AlertNode {
         let node = Node::start(
             config,
             NodeOptions {
-                workers: 64,
+                workers: std::env::var("RUNLOOM_BENCH_WORKERS")
+                    .ok()
+                    .and_then(|w| w.parse().ok())
+                    .unwrap_or(64),
                 schedule: false,
                 ..NodeOptions::default()
             },

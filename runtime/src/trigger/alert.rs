@@ -157,26 +157,22 @@ pub fn plan(
             if !t.matchers.iter().all(|m| m.matches(&alert.labels)) {
                 continue;
             }
-            let params = render_params(&prepared.runbook, &t.parameters, &alert_json);
-            let request = RunRequest {
-                params,
+            // Built again only when the parameters are refused: the trigger holds the whole
+            // alert, and copying it for every run would cost more than the rest of planning.
+            let request = || RunRequest {
+                params: render_params(&prepared.runbook, &t.parameters, &alert_json),
                 trigger_kind: "alert".into(),
                 trigger_id: Some(format!("alert:{index}")),
-                trigger: json!({
-                    "kind": "alert",
-                    "alert": alert_json,
-                    "receiver": payload.receiver,
-                    "groupKey": payload.group_key,
-                    "externalURL": payload.external_url,
-                }),
+                trigger: alert_trigger(&alert_json, payload),
                 dry_run: false,
                 alert_key: Some(format!("{}@{}", alert.fingerprint, alert.starts_at)),
                 schedule: None,
             };
-            let planned = match executor.prepare_run(prepared, request.clone()) {
+            let planned = match executor.prepare_run(prepared, request()) {
                 Ok(p) => p,
                 Err(EnqueueError::Parameters(problems)) => {
                     // Record the trigger firing, skipped with why, instead of losing it.
+                    let request = request();
                     let rb = &prepared.runbook;
                     let mut record = RunRecord::queued(
                         &rb.name,
@@ -213,6 +209,17 @@ pub fn plan(
         }
     }
     (first, repeat)
+}
+
+/// The `trigger` of an alert-triggered run: the alert and where the notification came from.
+fn alert_trigger(alert: &Value, payload: &Payload) -> Value {
+    let mut trigger = Map::new();
+    trigger.insert("kind".into(), "alert".into());
+    trigger.insert("alert".into(), alert.clone());
+    trigger.insert("receiver".into(), payload.receiver.clone().into());
+    trigger.insert("groupKey".into(), payload.group_key.clone().into());
+    trigger.insert("externalURL".into(), payload.external_url.clone().into());
+    Value::Object(trigger)
 }
 
 /// Parameter values from the trigger: fixed ones as they are, templates rendered against the
@@ -256,6 +263,20 @@ mod tests {
         assert_eq!(a.labels["exported_instance"], "web-1");
         assert_eq!(a.ends_at, "0001-01-01T00:00:00Z");
         assert_eq!(a.to_json()["labels"]["mountpoint"], "/var");
+    }
+
+    #[test]
+    fn a_run_trigger_carries_the_alert_and_where_it_came_from() {
+        let p = parse(FIRING.as_bytes()).unwrap();
+        let alert = p.alerts[0].to_json();
+        let trigger = alert_trigger(&alert, &p);
+        assert_eq!(trigger["kind"], "alert");
+        assert_eq!(trigger["alert"], alert);
+        assert_eq!(trigger["receiver"], p.receiver.as_str());
+        assert_eq!(trigger["groupKey"], p.group_key.as_str());
+        assert_eq!(trigger["externalURL"], p.external_url.as_str());
+        assert!(!p.receiver.is_empty() && !p.external_url.is_empty());
+        assert_eq!(trigger.as_object().unwrap().len(), 5);
     }
 
     #[test]
