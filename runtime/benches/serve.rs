@@ -2,7 +2,8 @@
 //! API, and Alertmanager v4 notifications posted to `/hooks/alertmanager`.
 //!
 //! Run with `cargo bench -p runloom --bench serve`. It measures, for `synchronous=FULL` (the
-//! default) and `NORMAL`:
+//! default) with `http-check` keeping its connection to the receiver (`keep_alive`), the same
+//! with a connection per remediation, and `synchronous=NORMAL` with `keep_alive`:
 //!
 //! - **alert acknowledged**: from sending the POST to its 2xx (the alert and its run are
 //!   durably stored by then), one alert at a time;
@@ -30,21 +31,22 @@ mod common;
 use common::alerts::{KEEP_ALIVE, measure_node};
 use common::{Sample, print_table};
 use runloom::store::Durability;
+use std::time::Duration;
 
 const WARMUP: usize = 100;
 const SEQUENTIAL: usize = 1_000;
 const SUSTAINED: usize = 10_000;
 const SENDERS: usize = 64;
 
-async fn measure(durability: Durability) -> (Vec<Sample>, f64, String) {
+async fn measure(durability: Durability, keep_alive: Duration) -> (Vec<Sample>, f64, String) {
     let name = format!("serve-{durability:?}");
     let sizes = (WARMUP, SEQUENTIAL, SUSTAINED);
-    let f = measure_node(&name, durability, None, KEEP_ALIVE, sizes, SENDERS).await;
+    let f = measure_node(&name, durability, None, keep_alive, sizes, SENDERS).await;
     let rate = SUSTAINED as f64 / f.elapsed.as_secs_f64();
     let (node_cpu, load_cpu) = f.cpu;
-    let per_run = |cpu: std::time::Duration| cpu.as_secs_f64() * 1e6 / SUSTAINED as f64;
+    let per_run = |cpu: Duration| cpu.as_secs_f64() * 1e6 / SUSTAINED as f64;
     let note = format!(
-        "{durability:?}: {SUSTAINED} alerts accepted in {:.2} s ({} answered 503 and retried), \
+        "{durability:?}, keep_alive {keep_alive:?}: {SUSTAINED} alerts accepted in {:.2} s ({} answered 503 and retried), \
          all runs ended after {:.2} s; CPU per run: node {:.0} µs, load generator {:.0} µs",
         f.load.accepted_in.as_secs_f64(),
         f.load.refused,
@@ -55,12 +57,18 @@ async fn measure(durability: Durability) -> (Vec<Sample>, f64, String) {
     let l = f.latencies;
     (
         vec![
-            Sample::new(format!("alert acknowledged, {durability:?}"), l.ack),
             Sample::new(
-                format!("alert → run start (1 ms clock), {durability:?}"),
+                format!("alert acknowledged, {durability:?}, {keep_alive:?}"),
+                l.ack,
+            ),
+            Sample::new(
+                format!("alert → run start (1 ms clock), {durability:?}, {keep_alive:?}"),
                 l.start,
             ),
-            Sample::new(format!("alert → remediation done, {durability:?}"), l.done),
+            Sample::new(
+                format!("alert → remediation done, {durability:?}, {keep_alive:?}"),
+                l.done,
+            ),
         ],
         rate,
         note,
@@ -74,8 +82,13 @@ fn main() {
         .unwrap();
     let mut samples = Vec::new();
     let mut notes = Vec::new();
-    for durability in [Durability::Full, Durability::Normal] {
-        let (s, rate, note) = rt.block_on(measure(durability));
+    let runs = [
+        (Durability::Full, KEEP_ALIVE),
+        (Durability::Full, Duration::ZERO),
+        (Durability::Normal, KEEP_ALIVE),
+    ];
+    for (durability, keep_alive) in runs {
+        let (s, rate, note) = rt.block_on(measure(durability, keep_alive));
         samples.extend(s);
         notes.push(format!("{note}: {rate:.0} alert-triggered runs/s"));
     }
