@@ -12,6 +12,9 @@
 //! meantime) is sent on the next one: it was never written, so it cannot be repeated. A
 //! request written to a connection the server closed at the same moment fails as it would on
 //! a fresh connection; it is not sent again, since it may have been received.
+//!
+//! At most 64 idle connections are kept per plugin and origin, and 256 in all, so that a
+//! plugin calling many hosts cannot hold the process's file descriptors.
 
 use http::uri::Scheme;
 use http_body_util::BodyExt;
@@ -28,6 +31,9 @@ use wasmtime_wasi_http::{Error, WasiBody};
 
 /// Most idle connections kept per plugin and origin; a connection freed beyond it is closed.
 const MAX_IDLE_PER_ORIGIN: usize = 64;
+/// Most idle connections kept in all, so that a plugin calling many hosts cannot hold the
+/// process's file descriptors; a connection freed beyond it is closed.
+const MAX_IDLE: usize = 256;
 
 /// The timeouts of one request, already capped by the call's deadline.
 #[derive(Debug, Clone, Copy)]
@@ -51,13 +57,32 @@ struct Idle {
     expires: Instant,
 }
 
-/// Idle connections of every plugin with `keep_alive`, shared by a host's calls.
+/// The idle connections by origin, and how many there are in all.
 #[derive(Default)]
+struct Kept {
+    lists: HashMap<Origin, Vec<Idle>>,
+    count: usize,
+}
+
+/// Idle connections of every plugin with `keep_alive`, shared by a host's calls.
 pub(crate) struct ConnectionPool {
-    idle: Mutex<HashMap<Origin, Vec<Idle>>>,
+    idle: Mutex<Kept>,
+    /// Most idle connections in all.
+    max_idle: usize,
     /// Whether a task is closing expired connections.
     reaping: Mutex<bool>,
     tls: OnceLock<Arc<rustls::ClientConfig>>,
+}
+
+impl Default for ConnectionPool {
+    fn default() -> Self {
+        Self {
+            idle: Mutex::default(),
+            max_idle: MAX_IDLE,
+            reaping: Mutex::new(false),
+            tls: OnceLock::new(),
+        }
+    }
 }
 
 impl ConnectionPool {
@@ -91,18 +116,24 @@ impl ConnectionPool {
     /// Connections idle now, for tests.
     #[cfg(test)]
     fn idle_count(&self) -> usize {
-        self.idle
+        let count = self.idle.lock().map(|k| k.count).unwrap_or(0);
+        let listed: usize = self
+            .idle
             .lock()
-            .map(|m| m.values().map(Vec::len).sum())
-            .unwrap_or(0)
+            .map(|k| k.lists.values().map(Vec::len).sum())
+            .unwrap_or(0);
+        assert_eq!(count, listed, "the count matches the lists");
+        count
     }
 
     /// A live idle connection to `origin`, the most recently used first.
     fn checkout(&self, origin: &Origin) -> Option<SendRequest<WasiBody>> {
         let mut idle = self.idle.lock().ok()?;
-        let list = idle.get_mut(origin)?;
+        let Kept { lists, count } = &mut *idle;
+        let list = lists.get_mut(origin)?;
         let now = Instant::now();
         while let Some(kept) = list.pop() {
+            *count -= 1;
             if kept.expires > now && kept.sender.is_ready() {
                 return Some(kept.sender);
             }
@@ -128,10 +159,16 @@ impl ConnectionPool {
                 let Ok(mut idle) = pool.idle.lock() else {
                     return;
                 };
-                let list = idle.entry(origin).or_default();
+                if idle.count >= pool.max_idle {
+                    return;
+                }
+                let Kept { lists, count } = &mut *idle;
+                let list = lists.entry(origin).or_default();
                 if list.len() >= MAX_IDLE_PER_ORIGIN {
                     list.remove(0);
+                    *count -= 1;
                 }
+                *count += 1;
                 list.push(Idle {
                     sender,
                     expires: Instant::now() + keep,
@@ -157,11 +194,12 @@ async fn reap(pool: Arc<ConnectionPool>, every: Duration) {
             return;
         };
         let now = Instant::now();
-        idle.retain(|_, list| {
+        idle.lists.retain(|_, list| {
             list.retain(|kept| kept.expires > now && !kept.sender.is_closed());
             !list.is_empty()
         });
-        if idle.is_empty() {
+        idle.count = idle.lists.values().map(Vec::len).sum();
+        if idle.lists.is_empty() {
             if let Ok(mut reaping) = pool.reaping.lock() {
                 *reaping = false;
             }
@@ -489,6 +527,25 @@ mod tests {
             2..=2,
             "the second request went out once, on a new connection"
         );
+    }
+
+    #[tokio::test]
+    async fn no_more_than_the_limit_stay_open_in_all() {
+        let (one, seen_one) = server(true, b"ok").await;
+        let (two, seen_two) = server(true, b"ok").await;
+        let pool = Arc::new(ConnectionPool {
+            max_idle: 1,
+            ..ConnectionPool::default()
+        });
+        fetch(&pool, "p", &format!("http://127.0.0.1:{one}/"), KEEP).await;
+        eventually("the first is kept", || pool.idle_count() == 1).await;
+        fetch(&pool, "p", &format!("http://127.0.0.1:{two}/"), KEEP).await;
+        eventually("the second, over the limit, is closed", || {
+            seen_two.counts().2 == 1
+        })
+        .await;
+        assert_eq!(pool.idle_count(), 1);
+        assert_eq!(seen_one.counts(), (1, 1, 0), "the first stays open");
     }
 
     #[tokio::test]
