@@ -220,10 +220,10 @@ impl AlertNode {
         let node = Node::start(
             config,
             NodeOptions {
-                workers: std::env::var("RUNLOOM_BENCH_WORKERS")
-                    .ok()
-                    .and_then(|w| w.parse().ok())
-                    .unwrap_or(64),
+                workers: std::env::var("RUNLOOM_BENCH_WORKERS").map_or(64, |w| {
+                    w.parse()
+                        .expect("RUNLOOM_BENCH_WORKERS: a number of workers")
+                }),
                 schedule: false,
                 ..NodeOptions::default()
             },

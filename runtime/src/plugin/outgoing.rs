@@ -21,6 +21,7 @@ use http_body_util::BodyExt;
 use hyper::client::conn::http1::SendRequest;
 use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
@@ -69,8 +70,8 @@ pub(crate) struct ConnectionPool {
     idle: Mutex<Kept>,
     /// Most idle connections in all.
     max_idle: usize,
-    /// Whether a task is closing expired connections.
-    reaping: Mutex<bool>,
+    /// Whether a task is closing expired connections (changed under the `idle` lock).
+    reaping: AtomicBool,
     tls: OnceLock<Arc<rustls::ClientConfig>>,
 }
 
@@ -79,7 +80,7 @@ impl Default for ConnectionPool {
         Self {
             idle: Mutex::default(),
             max_idle: MAX_IDLE,
-            reaping: Mutex::new(false),
+            reaping: AtomicBool::new(false),
             tls: OnceLock::new(),
         }
     }
@@ -116,14 +117,10 @@ impl ConnectionPool {
     /// Connections idle now, for tests.
     #[cfg(test)]
     fn idle_count(&self) -> usize {
-        let count = self.idle.lock().map(|k| k.count).unwrap_or(0);
-        let listed: usize = self
-            .idle
-            .lock()
-            .map(|k| k.lists.values().map(Vec::len).sum())
-            .unwrap_or(0);
-        assert_eq!(count, listed, "the count matches the lists");
-        count
+        let idle = self.idle.lock().unwrap();
+        let listed: usize = idle.lists.values().map(Vec::len).sum();
+        assert_eq!(idle.count, listed, "the count matches the lists");
+        idle.count
     }
 
     /// A live idle connection to `origin`, the most recently used first.
@@ -173,10 +170,7 @@ impl ConnectionPool {
                     sender,
                     expires: Instant::now() + keep,
                 });
-                pool.reaping
-                    .lock()
-                    .map(|mut reaping| !std::mem::replace(&mut *reaping, true))
-                    .unwrap_or(false)
+                !pool.reaping.swap(true, Ordering::Relaxed)
             };
             if start_reaper {
                 tokio::spawn(reap(pool, keep));
@@ -200,9 +194,7 @@ async fn reap(pool: Arc<ConnectionPool>, every: Duration) {
         });
         idle.count = idle.lists.values().map(Vec::len).sum();
         if idle.lists.is_empty() {
-            if let Ok(mut reaping) = pool.reaping.lock() {
-                *reaping = false;
-            }
+            pool.reaping.store(false, Ordering::Relaxed);
             return;
         }
     }
@@ -357,7 +349,7 @@ impl http_body::Body for BetweenBytes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::AtomicUsize;
 
     /// What a test server saw.
     #[derive(Default)]
@@ -380,6 +372,15 @@ mod tests {
     /// An HTTP/1.1 server on 127.0.0.1 answering `body` to every request, keeping connections
     /// open between requests unless `keep` is false.
     async fn server(keep: bool, body: &'static [u8]) -> (u16, Arc<Seen>) {
+        serve(keep, body, None).await
+    }
+
+    /// [`server`], over TLS when `tls` is given.
+    async fn serve(
+        keep: bool,
+        body: &'static [u8],
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> (u16, Arc<Seen>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let seen = Arc::new(Seen::default());
@@ -387,8 +388,12 @@ mod tests {
         tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
                 counts.connections.fetch_add(1, Ordering::SeqCst);
-                let counts = counts.clone();
+                let (counts, tls) = (counts.clone(), tls.clone());
                 tokio::spawn(async move {
+                    let stream: Box<dyn Stream> = match tls {
+                        Some(acceptor) => Box::new(acceptor.accept(tcp).await.unwrap()),
+                        None => Box::new(tcp),
+                    };
                     let service = hyper::service::service_fn(|_req| {
                         counts.requests.fetch_add(1, Ordering::SeqCst);
                         let full = http_body_util::Full::new(bytes::Bytes::from_static(body));
@@ -396,7 +401,7 @@ mod tests {
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .keep_alive(keep)
-                        .serve_connection(TokioIo::new(tcp), service)
+                        .serve_connection(TokioIo::new(stream), service)
                         .await;
                     counts.closed.fetch_add(1, Ordering::SeqCst);
                 });
@@ -522,9 +527,10 @@ mod tests {
         eventually("closed by the server", || seen.counts().2 == 1).await;
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert_eq!(fetch(&pool, "p", &url, KEEP).await, "ok");
+        let (connections, requests, _) = seen.counts();
         assert_eq!(
-            seen.counts().0..=seen.counts().1,
-            2..=2,
+            (connections, requests),
+            (2, 2),
             "the second request went out once, on a new connection"
         );
     }
@@ -557,7 +563,7 @@ mod tests {
         eventually("kept", || pool.idle_count() == 1).await;
         eventually("closed after 100 ms idle", || seen.counts().2 == 1).await;
         assert_eq!(pool.idle_count(), 0);
-        assert!(!*pool.reaping.lock().unwrap(), "the reaper stopped");
+        assert!(!pool.reaping.load(Ordering::Relaxed), "the reaper stopped");
     }
 
     #[tokio::test]
@@ -595,27 +601,7 @@ mod tests {
             )
             .unwrap();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let seen = Arc::new(Seen::default());
-        let counts = seen.clone();
-        tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                counts.connections.fetch_add(1, Ordering::SeqCst);
-                let (counts, acceptor) = (counts.clone(), acceptor.clone());
-                tokio::spawn(async move {
-                    let tls = acceptor.accept(tcp).await.unwrap();
-                    let service = hyper::service::service_fn(|_req| {
-                        counts.requests.fetch_add(1, Ordering::SeqCst);
-                        let ok = http_body_util::Full::new(bytes::Bytes::from_static(b"ok"));
-                        async move { Ok::<_, std::convert::Infallible>(http::Response::new(ok)) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tls), service)
-                        .await;
-                });
-            }
-        });
+        let (port, seen) = serve(true, b"ok", Some(acceptor)).await;
         let mut roots = rustls::RootCertStore::empty();
         roots.add(cert.der().clone()).unwrap();
         let client = rustls::ClientConfig::builder_with_provider(provider)
@@ -629,7 +615,12 @@ mod tests {
             assert_eq!(fetch(&pool, "p", &url, KEEP).await, "ok");
             eventually("kept", || pool.idle_count() == 1).await;
         }
-        assert_eq!(seen.counts().0..=seen.counts().1, 1..=3);
+        let (connections, requests, _) = seen.counts();
+        assert_eq!(
+            (connections, requests),
+            (1, 3),
+            "three requests on one connection"
+        );
 
         // The default roots do not trust this server: the handshake fails as a TLS error.
         let strict = Arc::new(ConnectionPool::default());

@@ -178,8 +178,8 @@ pub fn plan(
                         &rb.name,
                         &rb.content_hash,
                         "alert",
-                        request.trigger.clone(),
-                        Value::Object(request.params.clone()),
+                        request.trigger,
+                        Value::Object(request.params),
                         false,
                     );
                     record.status = crate::run::RunStatus::Skipped;
