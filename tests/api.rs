@@ -275,7 +275,7 @@ async fn a_firing_notification_is_stored_before_the_2xx_and_queues_one_run() {
         Some("66c85521d92ab7bb@2026-11-23T20:12:54.442Z")
     );
     assert_eq!(
-        runs[0].params,
+        *runs[0].params,
         json!({"host": "web-1", "mountpoint": "/var"})
     );
     server.stop().await;

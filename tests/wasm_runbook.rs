@@ -137,12 +137,14 @@ impl RunApi for TestApi {
         Ok(Vec::new())
     }
 
-    fn parameters(&self) -> Map<String, Value> {
-        self.params.clone()
+    fn parameters(&self) -> &Map<String, Value> {
+        &self.params
     }
 
-    fn trigger(&self) -> Value {
-        json!({"kind": "manual"})
+    fn trigger(&self) -> &Value {
+        static MANUAL: std::sync::LazyLock<Value> =
+            std::sync::LazyLock::new(|| json!({"kind": "manual"}));
+        &MANUAL
     }
 
     fn is_cancelled(&self) -> bool {

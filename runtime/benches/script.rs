@@ -44,6 +44,7 @@ const NO_CALL: &str = "let x = 1; x + 1";
 /// A [`RunApi`] that answers at once, so the figures are the script layer's own.
 struct TrivialApi {
     parameters: Map<String, Value>,
+    trigger: Value,
     output: Value,
     deadline: Instant,
 }
@@ -70,11 +71,11 @@ impl RunApi for TrivialApi {
         Ok(Vec::new())
     }
 
-    fn parameters(&self) -> Map<String, Value> {
-        self.parameters.clone()
+    fn parameters(&self) -> &Map<String, Value> {
+        &self.parameters
     }
-    fn trigger(&self) -> Value {
-        json!({ "kind": "manual" })
+    fn trigger(&self) -> &Value {
+        &self.trigger
     }
     fn is_cancelled(&self) -> bool {
         false
@@ -91,6 +92,7 @@ fn bench_runs(
 ) -> Vec<Duration> {
     let api: Arc<dyn RunApi> = Arc::new(TrivialApi {
         parameters: json!({ "path": "/var" }).as_object().cloned().unwrap(),
+        trigger: json!({ "kind": "manual" }),
         output: json!({ "used_percent": 91, "ok": true }),
         deadline: Instant::now() + Duration::from_secs(3600),
     });

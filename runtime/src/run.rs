@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 use serde_json::Value;
+use std::sync::Arc;
 
 /// Where a run is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -139,10 +140,11 @@ pub struct RunRecord {
     pub status: RunStatus,
     /// `manual`, `cron`, `alert` or `webhook`.
     pub trigger_kind: String,
-    /// The trigger event (alert labels, cron tick, …).
-    pub trigger: Value,
-    /// Resolved parameters.
-    pub params: Value,
+    /// The trigger event (alert labels, cron tick, …). Shared, not copied, by every copy of
+    /// the record on the run's way from intake to its worker: it holds the whole alert.
+    pub trigger: Arc<Value>,
+    /// Resolved parameters (an object), shared like `trigger`.
+    pub params: Arc<Value>,
     /// Whether `mutate` actions were planned instead of invoked.
     pub dry_run: bool,
     /// Why it was skipped, or why it failed (secrets masked).
@@ -192,8 +194,8 @@ impl RunRecord {
             runbook_hash: runbook_hash.to_string(),
             status: RunStatus::Queued,
             trigger_kind: trigger_kind.to_string(),
-            trigger,
-            params,
+            trigger: Arc::new(trigger),
+            params: Arc::new(params),
             dry_run,
             reason: None,
             error_kind: None,

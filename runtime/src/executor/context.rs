@@ -38,8 +38,8 @@ pub(super) struct RunContext {
     exec: Arc<Inner>,
     runbook: Arc<Prepared>,
     run_id: String,
-    params: Map<String, Value>,
-    trigger: Value,
+    params: Arc<Value>,
+    trigger: Arc<Value>,
     dry_run: bool,
     deadline: Instant,
     cancel: CancellationToken,
@@ -109,7 +109,7 @@ impl RunContext {
             exec,
             runbook,
             run_id: run.id.clone(),
-            params: run.params.as_object().cloned().unwrap_or_default(),
+            params: run.params.clone(),
             trigger: run.trigger.clone(),
             dry_run: run.dry_run,
             deadline,
@@ -678,12 +678,13 @@ impl RunApi for RunContext {
             .collect())
     }
 
-    fn parameters(&self) -> Map<String, Value> {
-        self.params.clone()
+    fn parameters(&self) -> &Map<String, Value> {
+        static NONE: std::sync::LazyLock<Map<String, Value>> = std::sync::LazyLock::new(Map::new);
+        self.params.as_object().unwrap_or(&NONE)
     }
 
-    fn trigger(&self) -> Value {
-        self.trigger.clone()
+    fn trigger(&self) -> &Value {
+        &self.trigger
     }
 
     fn is_cancelled(&self) -> bool {

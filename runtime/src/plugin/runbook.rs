@@ -467,7 +467,7 @@ impl engine::Host for RunbookState {
     }
 
     async fn parameters(&mut self) -> wasmtime::Result<String> {
-        Ok(serde_json::Value::Object(self.api.parameters()).to_string())
+        Ok(serde_json::to_string(self.api.parameters())?)
     }
 
     async fn trigger(&mut self) -> wasmtime::Result<String> {

@@ -103,12 +103,12 @@ pub trait RunApi: Send + Sync {
     fn secret(&self, name: &str) -> Result<String, StepError>;
 
     /// The run's parameters, resolved and typed (durations as strings like `"5m"`).
-    fn parameters(&self) -> Map<String, Value>;
+    fn parameters(&self) -> &Map<String, Value>;
 
     /// What started the run: `{"kind": "manual"}`, `{"kind": "cron", "scheduled_at": …}`,
     /// `{"kind": "alert", "alert": {"status", "labels", "annotations", "startsAt", …}}`,
     /// `{"kind": "webhook", "name": …, "body": …}`.
-    fn trigger(&self) -> Value;
+    fn trigger(&self) -> &Value;
 
     /// Earlier succeeded runs of this runbook, newest first, at most `limit`: each as
     /// `{"id", "started_at" (Unix ms), "params", "output"}` (outputs masked as stored). This is

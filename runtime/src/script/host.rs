@@ -251,7 +251,7 @@ fn call_plugin(run: &RunContext, arguments: Vec<Dynamic>) -> HostResult<Dynamic>
         _ => CallOptions::default(),
     };
     match run.block_on(run.api.call(&plugin, &action, input, options)) {
-        Ok(output) => value::from_json(output).map_err(|e| {
+        Ok(output) => value::from_json(&output).map_err(|e| {
             misuse(format!(
                 "call: the output of {plugin}/{action} cannot be used by a script: {e}"
             ))
@@ -385,7 +385,7 @@ fn history(ctx: NativeCallContext, limit: INT) -> HostResult<Dynamic> {
     let runs = run
         .block_on(run.api.history(limit))
         .map_err(|e| throw(&e))?;
-    value::from_json(serde_json::Value::Array(runs)).map_err(|e| misuse(format!("history: {e}")))
+    value::from_json(&serde_json::Value::Array(runs)).map_err(|e| misuse(format!("history: {e}")))
 }
 
 /// Wall-clock time in Unix milliseconds: the clock `history`'s `started_at` is on. A Wasm
@@ -442,7 +442,7 @@ fn log_at(level: Level) -> impl Fn(NativeCallContext, Dynamic) -> HostResult<()>
 fn parse_json(text: ImmutableString) -> HostResult<Dynamic> {
     let json = serde_json::from_str(&text)
         .map_err(|e| misuse(format!("parse_json: not valid JSON: {e}")))?;
-    value::from_json(json).map_err(|e| misuse(format!("parse_json: {e}")))
+    value::from_json(&json).map_err(|e| misuse(format!("parse_json: {e}")))
 }
 
 fn to_json(value: &Dynamic) -> HostResult<String> {

@@ -141,6 +141,10 @@ pub struct ScriptError {
 pub struct Script {
     ast: Arc<AST>,
     file: Arc<str>,
+    /// Whether the source spells `trigger` or `alert` anywhere (code, string or comment).
+    /// When it does not, no expression of the script can read them, so a run skips turning
+    /// the trigger (the whole alert, for alert-triggered runs) into Rhai values.
+    reads_trigger: bool,
 }
 
 impl fmt::Debug for Script {
@@ -172,6 +176,7 @@ impl Script {
         Ok(Script {
             ast: Arc::new(ast),
             file: file.into(),
+            reads_trigger: source.contains("trigger") || source.contains("alert"),
         })
     }
 
@@ -217,8 +222,12 @@ impl Script {
             return Err(BodyError::TimedOut);
         }
 
-        let parameters = value::from_json(serde_json::Value::Object(api.parameters()));
-        let trigger = value::from_json(api.trigger());
+        let parameters = value::from_json_object(api.parameters());
+        let trigger = if self.reads_trigger {
+            value::from_json(api.trigger())
+        } else {
+            Ok(Dynamic::UNIT)
+        };
         let (parameters, trigger) = match (parameters, trigger) {
             (Ok(parameters), Ok(trigger)) => (parameters, trigger),
             (Err(error), _) | (_, Err(error)) => {

@@ -147,12 +147,12 @@ impl RunApi for FakeApi {
             .collect())
     }
 
-    fn parameters(&self) -> Map<String, Value> {
-        self.parameters.clone()
+    fn parameters(&self) -> &Map<String, Value> {
+        &self.parameters
     }
 
-    fn trigger(&self) -> Value {
-        self.trigger.clone()
+    fn trigger(&self) -> &Value {
+        &self.trigger
     }
 
     fn is_cancelled(&self) -> bool {

@@ -10,14 +10,19 @@ const MAX_DEPTH: usize = 128;
 
 /// A JSON value as a Rhai value: `null` → `()`, integers that fit 64 bits → integers, other
 /// numbers → floats, objects → maps.
-pub(super) fn from_json(value: Value) -> Result<Dynamic, String> {
+pub(super) fn from_json(value: &Value) -> Result<Dynamic, String> {
     from_json_at(value, 0)
 }
 
-fn from_json_at(value: Value, depth: usize) -> Result<Dynamic, String> {
+/// A JSON object as a Rhai map, converted as [`from_json`] converts its values.
+pub(super) fn from_json_object(fields: &serde_json::Map<String, Value>) -> Result<Dynamic, String> {
+    object_at(fields, 0)
+}
+
+fn from_json_at(value: &Value, depth: usize) -> Result<Dynamic, String> {
     Ok(match value {
         Value::Null => Dynamic::UNIT,
-        Value::Bool(b) => Dynamic::from_bool(b),
+        Value::Bool(b) => Dynamic::from_bool(*b),
         Value::Number(n) => match n.as_i64() {
             Some(i) => Dynamic::from_int(i),
             None => n
@@ -25,24 +30,26 @@ fn from_json_at(value: Value, depth: usize) -> Result<Dynamic, String> {
                 .map(Dynamic::from_float)
                 .ok_or_else(|| format!("the number {n} does not fit a float"))?,
         },
-        Value::String(s) => s.into(),
+        Value::String(s) => s.as_str().into(),
         Value::Array(items) => {
             check_depth(depth)?;
             let items = items
-                .into_iter()
+                .iter()
                 .map(|item| from_json_at(item, depth + 1))
                 .collect::<Result<Array, _>>()?;
             Dynamic::from_array(items)
         }
-        Value::Object(fields) => {
-            check_depth(depth)?;
-            let mut map = Map::new();
-            for (key, value) in fields {
-                map.insert(key.into(), from_json_at(value, depth + 1)?);
-            }
-            Dynamic::from_map(map)
-        }
+        Value::Object(fields) => object_at(fields, depth)?,
     })
+}
+
+fn object_at(fields: &serde_json::Map<String, Value>, depth: usize) -> Result<Dynamic, String> {
+    check_depth(depth)?;
+    let mut map = Map::new();
+    for (key, value) in fields {
+        map.insert(key.as_str().into(), from_json_at(value, depth + 1)?);
+    }
+    Ok(Dynamic::from_map(map))
 }
 
 /// A Rhai value as JSON: `()` → `null`, characters → strings, BLOBs → arrays of bytes.

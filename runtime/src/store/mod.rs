@@ -715,8 +715,8 @@ fn run_from_row(r: &DbRow) -> anyhow::Result<RunRecord> {
         runbook_hash: r.get("runbook_hash")?,
         status: status.parse().map_err(anyhow::Error::msg)?,
         trigger_kind: r.get("trigger_kind")?,
-        trigger: json(r.get("trigger")?).unwrap_or(Value::Null),
-        params: json(r.get("params")?).unwrap_or(Value::Null),
+        trigger: Arc::new(json(r.get("trigger")?).unwrap_or(Value::Null)),
+        params: Arc::new(json(r.get("params")?).unwrap_or(Value::Null)),
         dry_run: r.get::<i64>("dry_run")? != 0,
         reason: r.get("reason")?,
         error_kind: r.get("error_kind")?,
@@ -775,11 +775,36 @@ fn redact(url: &str) -> String {
     }
 }
 
-/// The write that inserts `step` if `fence` is still its run's fencing token.
+/// The write that inserts `step` if `fence` is still its run's fencing token. Its
+/// parameters (the input and output as JSON text) are built here, on the caller's thread,
+/// once: the writer only copies them.
 fn insert_step_write(step: &StepRecord, fence: i64) -> writer::WriteFn {
-    let s = step.clone();
+    let s = step;
+    let params = params![
+        &s.run_id,
+        s.seq,
+        s.parent,
+        &s.kind,
+        &s.name,
+        &s.plugin,
+        &s.action,
+        &s.action_kind,
+        &s.plugin_hash,
+        s.status.as_str(),
+        s.input.as_ref().map(Value::to_string),
+        s.output.as_ref().map(Value::to_string),
+        &s.error_kind,
+        &s.error,
+        &s.blame,
+        s.attempts,
+        s.started_at,
+        s.ended_at,
+        s.call_index,
+        &s.run_id,
+        fence
+    ];
     Box::new(move |conn| {
-        let s = s.clone();
+        let params = params.clone();
         Box::pin(async move {
             conn.execute(
                 "INSERT INTO steps (run_id, seq, parent, kind, name, plugin, action, action_kind, \
@@ -787,29 +812,7 @@ fn insert_step_write(step: &StepRecord, fence: i64) -> writer::WriteFn {
                  call_index) \
                  SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19 \
                  WHERE EXISTS (SELECT 1 FROM runs WHERE id = $20 AND fence = $21)",
-                params![
-                    s.run_id.clone(),
-                    s.seq,
-                    s.parent,
-                    s.kind,
-                    s.name,
-                    s.plugin,
-                    s.action,
-                    s.action_kind,
-                    s.plugin_hash,
-                    s.status.as_str(),
-                    s.input.map(|v| v.to_string()),
-                    s.output.map(|v| v.to_string()),
-                    s.error_kind,
-                    s.error,
-                    s.blame,
-                    s.attempts,
-                    s.started_at,
-                    s.ended_at,
-                    s.call_index,
-                    s.run_id,
-                    fence
-                ],
+                params,
             )
             .await
         })

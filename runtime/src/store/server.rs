@@ -267,10 +267,13 @@ impl Store {
         admission: Admission,
     ) -> anyhow::Result<Option<RunRecord>> {
         let backend = self.backend();
+        // Shared by the write and its retry, not copied for each.
+        let input = std::sync::Arc::new((run, admission));
         self.write_value(Box::new(move |conn| {
-            let (run, admission) = (run.clone(), admission.clone());
+            let input = input.clone();
             Box::pin(async move {
-                let record = admit_in(conn, backend, &run, &admission).await?;
+                let (run, admission) = &*input;
+                let record = admit_in(conn, backend, run, admission).await?;
                 Ok((u64::from(record.is_some()), record))
             })
         }))
@@ -290,11 +293,13 @@ impl Store {
         repeat_runs: Vec<(RunRecord, Admission)>,
     ) -> anyhow::Result<AlertOutcome> {
         let backend = self.backend();
+        // Shared by the write and its retry, not copied for each.
+        let input = std::sync::Arc::new((alert, new_runs, repeat_runs));
         self.write_value(Box::new(move |conn| {
-            let (alert, new_runs, repeat_runs) =
-                (alert.clone(), new_runs.clone(), repeat_runs.clone());
+            let input = input.clone();
             Box::pin(async move {
-                let outcome = ingest_in(conn, backend, &alert, &new_runs, &repeat_runs).await?;
+                let (alert, new_runs, repeat_runs) = &*input;
+                let outcome = ingest_in(conn, backend, alert, new_runs, repeat_runs).await?;
                 Ok((1, outcome))
             })
         }))

@@ -119,7 +119,7 @@ async fn a_run_round_trips_through_its_lifecycle(store: Store) {
     let got = store.get_run(&r.id).await.unwrap();
     assert_eq!(got.status, RunStatus::Succeeded);
     assert_eq!(got.output, Some(json!({"freed": 42})));
-    assert_eq!(got.params, json!({"path": "/var"}));
+    assert_eq!(*got.params, json!({"path": "/var"}));
     assert_eq!(
         (got.started_at, got.ended_at, got.attempt),
         (Some(10), Some(20), 1)
