@@ -13,6 +13,7 @@
 //! where a decoder is shared with writes.
 
 use super::Backend;
+use crate::run::RunRecord;
 use sqlx::{AnyConnection, Row as _, ValueRef as _};
 use std::sync::Arc;
 
@@ -240,6 +241,57 @@ pub(super) trait Tx: Send {
     async fn execute(&mut self, sql: &str, params: Vec<Param>) -> Result<u64, DbError>;
     /// Run a statement; the rows it returned.
     async fn query(&mut self, sql: &str, params: Vec<Param>) -> Result<Vec<Row>, DbError>;
+
+    /// Keep a run this connection has just recorded as queued, so that a claim in a later
+    /// write on it can hand the run to a worker without reading it back (see
+    /// [`Admitted`]). Only a connection every claim goes through keeps them: SQLite's.
+    fn remember(&mut self, _run: RunRecord) {}
+
+    /// A run kept by [`Tx::remember`], as recorded, forgotten as it is handed out.
+    fn recall(&mut self, _id: &str) -> Option<RunRecord> {
+        None
+    }
+}
+
+/// Runs the SQLite writer recorded as queued, by id, until a claim takes them.
+///
+/// On SQLite every admission and every claim is a write of the one writer, so a run the
+/// writer admitted a moment earlier needs no reading back when it is claimed: the record
+/// it wrote is the record, less what the claim sets. Only a first claim uses it (a run put
+/// back in the queue has changed since); a run claimed elsewhere (another process on the
+/// same file) or cancelled while queued stays here until it is a minute old and room is
+/// needed. At most [`Admitted::CAPACITY`] runs: beyond that, a claim reads the row, as
+/// without it. A write that rolls back may leave a run that was never stored: it is never
+/// claimed, and ages out the same way.
+#[derive(Default)]
+pub(super) struct Admitted {
+    runs: std::collections::BTreeMap<String, RunRecord>,
+}
+
+impl Admitted {
+    /// Most runs kept (each shares its trigger and parameters with the run's other copies).
+    pub(super) const CAPACITY: usize = 2048;
+    /// Kept runs older than this (ms since queued) make room for new ones.
+    pub(super) const STALE_MS: i64 = 60_000;
+
+    pub(super) fn insert(&mut self, run: RunRecord) {
+        if self.runs.len() >= Self::CAPACITY {
+            // Ids sort by time: the first is the oldest.
+            let stale = self
+                .runs
+                .first_key_value()
+                .is_some_and(|(_, oldest)| run.queued_at - oldest.queued_at > Self::STALE_MS);
+            if !stale {
+                return;
+            }
+            self.runs.pop_first();
+        }
+        self.runs.insert(run.id.clone(), run);
+    }
+
+    pub(super) fn take(&mut self, id: &str) -> Option<RunRecord> {
+        self.runs.remove(id)
+    }
 }
 
 fn bind_any<'q>(
@@ -285,6 +337,7 @@ impl Tx for AnyConnection {
 /// The SQLite write connection: statements run on the calling thread (the writer's own).
 pub(super) struct Sqlite {
     conn: rusqlite::Connection,
+    admitted: Admitted,
 }
 
 impl Sqlite {
@@ -297,7 +350,10 @@ impl Sqlite {
         }
         // Every statement a write issues, prepared once (log inserts vary in size).
         conn.set_prepared_statement_cache_capacity(256);
-        Ok(Sqlite { conn })
+        Ok(Sqlite {
+            conn,
+            admitted: Admitted::default(),
+        })
     }
 
     fn prepare(
@@ -320,6 +376,14 @@ impl Sqlite {
 impl Tx for Sqlite {
     fn backend(&self) -> Backend {
         Backend::Sqlite
+    }
+
+    fn remember(&mut self, run: RunRecord) {
+        self.admitted.insert(run);
+    }
+
+    fn recall(&mut self, id: &str) -> Option<RunRecord> {
+        self.admitted.take(id)
     }
 
     async fn execute(&mut self, sql: &str, params: Vec<Param>) -> Result<u64, DbError> {

@@ -205,6 +205,16 @@ async fn admit_in(
             ],
         )
         .await?;
+    if inserted == 1 && record.status == RunStatus::Queued {
+        // As a claim would read it back: the keys are the admission's.
+        conn.remember(RunRecord {
+            trigger_id: a.trigger_id.clone(),
+            lock_key: a.lock_key.clone(),
+            alert_key: a.alert_key.clone(),
+            scheduled_at: a.scheduled_at,
+            ..record.clone()
+        });
+    }
     Ok((inserted == 1).then_some(record))
 }
 
@@ -413,10 +423,7 @@ impl Store {
         self.write_value(Box::new(move |conn| {
             let (node, runs) = (node.clone(), runs.clone());
             Box::pin(async move {
-                let list = (3..3 + runs.len())
-                    .map(|i| format!("${i}"))
-                    .collect::<Vec<_>>()
-                    .join(", ");
+                let list = placeholders(3, runs.len());
                 let sql = format!(
                     "UPDATE runs SET lease_until = $1 WHERE node = $2 AND status = 'running' \
                      AND id IN ({list}) RETURNING id"
@@ -787,29 +794,74 @@ async fn claim_in(
         return Ok(Vec::new());
     }
     let now = now_ms();
-    let list = (4..4 + ids.len())
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let sql = format!(
-        "UPDATE runs SET status = 'running', started_at = $1, attempt = attempt + 1, node = $2, \
-         lease_until = $3, fence = fence + 1 WHERE status = 'queued' AND id IN ({list}) RETURNING {}",
-        super::RUN_COLUMNS
+    let list = placeholders(4, ids.len());
+    // On SQLite the claimed runs were, as a rule, admitted by this writer moments ago: take
+    // them from [`Tx::recall`] and read back only the others. PostgreSQL reads them all.
+    let returning = match backend {
+        Backend::Sqlite => "id, attempt, fence".to_string(),
+        Backend::Postgres => super::RUN_COLUMNS
             .trim_start_matches("SELECT ")
             .trim_end_matches(" FROM runs")
+            .to_string(),
+    };
+    let sql = format!(
+        "UPDATE runs SET status = 'running', started_at = $1, attempt = attempt + 1, node = $2, \
+         lease_until = $3, fence = fence + 1 WHERE status = 'queued' AND id IN ({list}) RETURNING {returning}"
     );
     let mut params = params![now, node, now + lease_ms];
     params.extend(ids.iter().map(Into::into));
+    let rows = conn.query(&sql, params).await?;
     // The claimed runs as this transaction left them: what a worker executes.
     let mut claimed: HashMap<String, RunRecord> = HashMap::new();
-    for row in conn.query(&sql, params).await? {
-        let run = super::run_from_row(&row).map_err(|e| DbError::Failed(e.to_string()))?;
-        claimed.insert(run.id.clone(), run);
+    let mut unknown: Vec<String> = Vec::new();
+    for row in rows {
+        if backend == Backend::Postgres {
+            let run = super::run_from_row(&row).map_err(|e| DbError::Failed(e.to_string()))?;
+            claimed.insert(run.id.clone(), run);
+            continue;
+        }
+        let (id, attempt, fence): (String, i64, i64) = (row.get(0)?, row.get(1)?, row.get(2)?);
+        match conn.recall(&id).filter(|_| attempt == 1) {
+            Some(admitted) => {
+                let run = RunRecord {
+                    status: RunStatus::Running,
+                    started_at: Some(now),
+                    attempt,
+                    node: Some(node.to_string()),
+                    fence,
+                    ..admitted
+                };
+                claimed.insert(id, run);
+            }
+            None => unknown.push(id),
+        }
+    }
+    if !unknown.is_empty() {
+        let sql = format!(
+            "{} WHERE id IN ({})",
+            super::RUN_COLUMNS,
+            placeholders(1, unknown.len())
+        );
+        for row in conn
+            .query(&sql, unknown.into_iter().map(Into::into).collect())
+            .await?
+        {
+            let run = super::run_from_row(&row).map_err(|e| DbError::Failed(e.to_string()))?;
+            claimed.insert(run.id.clone(), run);
+        }
     }
     Ok(ids
         .into_iter()
         .filter_map(|id| claimed.remove(&id))
         .collect())
+}
+
+/// `$first, $first+1, …`: `n` statement placeholders.
+fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Count a run's outcome for its runbook's breaker: a failure adds one and opens the breaker at

@@ -78,6 +78,7 @@ on_both_backends!(
     only_the_latest_claim_may_record_steps_and_the_result,
     heartbeats_extend_leases_and_report_runs_taken_over,
     a_step_recorded_without_waiting_is_committed_by_the_next_write_and_fenced,
+    a_claimed_run_is_the_run_as_stored,
 );
 
 fn run(runbook: &str, status: RunStatus) -> RunRecord {
@@ -693,4 +694,71 @@ async fn claims_read_the_queue_from_covering_indexes_on_sqlite() {
         );
     }
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// On SQLite a claim hands over the run its writer admitted instead of reading it back: what
+/// it hands over must be what reading it back gives, on a first claim and on a later one.
+async fn a_claimed_run_is_the_run_as_stored(store: Store) {
+    let mut r = RunRecord::queued(
+        "restart",
+        "abc",
+        "alert",
+        json!({"kind": "alert", "alert": {"labels": {"host": "web-1"}, "startsAt": "x"}}),
+        json!({"host": "web-1", "n": 3, "ratio": 0.5}),
+        false,
+    );
+    // The keys stored are the admission's, whatever the record says.
+    r.trigger_id = None;
+    let admission = Admission {
+        trigger_id: Some("alert:0".into()),
+        lock_key: Some("web-1".into()),
+        rule_key: "web-1".into(),
+        max_concurrency: 4,
+        alert_key: Some("fp@x".into()),
+        ..Admission::default()
+    };
+    let admitted = store.admit(r, admission).await.unwrap().unwrap();
+    let claimed = store.claim("node-a", 1, 1_000).await.unwrap().remove(0);
+    assert_eq!(claimed, store.get_run(&admitted.id).await.unwrap());
+    assert_eq!(
+        (claimed.trigger_id.as_deref(), claimed.lock_key.as_deref()),
+        (Some("alert:0"), Some("web-1"))
+    );
+    assert_eq!(
+        (claimed.status, claimed.attempt, claimed.fence),
+        (RunStatus::Running, 1, 1)
+    );
+
+    // Put back (its lease lapsed) and claimed again: the reason it was put back comes along.
+    assert_eq!(store.requeue_expired(now_ms() + 60_000).await.unwrap(), 1);
+    let again = store.claim("node-b", 1, 60_000).await.unwrap().remove(0);
+    assert_eq!(again, store.get_run(&admitted.id).await.unwrap());
+    assert_eq!((again.attempt, again.node.as_deref()), (2, Some("node-b")));
+    assert!(again.reason.unwrap().contains("stopped renewing its lease"));
+}
+
+#[test]
+fn the_writer_keeps_a_bounded_number_of_admitted_runs_and_ages_out_the_unclaimed() {
+    use super::db::Admitted;
+    let queued_at = |ms: i64| {
+        let mut r = run("disk", RunStatus::Queued);
+        r.queued_at = ms;
+        r
+    };
+    let mut admitted = Admitted::default();
+    let first = queued_at(0);
+    admitted.insert(first.clone());
+    for _ in 1..Admitted::CAPACITY {
+        admitted.insert(queued_at(1));
+    }
+    // Full of runs still fresh: a new one is not kept (its claim reads it back).
+    let fresh = queued_at(Admitted::STALE_MS);
+    admitted.insert(fresh.clone());
+    assert_eq!(admitted.take(&fresh.id), None);
+    // Once the oldest is stale, it makes room.
+    let later = queued_at(Admitted::STALE_MS + 1);
+    admitted.insert(later.clone());
+    assert_eq!(admitted.take(&first.id), None);
+    assert_eq!(admitted.take(&later.id), Some(later.clone()));
+    assert_eq!(admitted.take(&later.id), None, "handed out once");
 }
