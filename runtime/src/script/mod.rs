@@ -22,7 +22,7 @@
 //! |---|---|
 //! | `params` | Constant map of the run's parameters, typed as declared (durations as strings like `"5m"`). |
 //! | `trigger` | Constant map describing what started the run: `#{ kind: "manual" }`, `#{ kind: "cron", scheduled_at }`, `#{ kind: "alert", alert }`, `#{ kind: "webhook", name, body }`. |
-//! | `alert` | Constant: the alert map (`status`, `labels`, `annotations`, `startsAt`, …) when an alert started the run, else `()`. |
+//! | `alert` | Constant: the alert map (`status`, `labels`, `annotations`, `startsAt`, …) when an alert started the run, else `()`. `trigger` and `alert` are given only to a script whose source names either (in code, a string or a comment): the others skip converting the whole alert for every run, and a trigger too large or too deeply nested for the limits fails only the runs of scripts that name it. |
 //! | `call(plugin, action, input)` | Calls a plugin action with a map input and returns its output (map, array or plain value). Each call is recorded as a step; retryable failures are retried per the runbook's policy; in a dry-run, `mutate` actions are planned and return `#{ planned: true, … }`. |
 //! | `call(plugin, action, input, #{ retries: 2, timeout: "10s" })` | The same, overriding the retry count and the per-attempt timeout (a duration string or whole seconds). |
 //! | `step(name, \|\| { … })` | Runs the closure as a named step grouping the calls inside it; returns the closure's value; if the closure throws, the step is recorded as failed and the error is re-thrown. |

@@ -966,3 +966,26 @@ async fn now_is_wall_clock_milliseconds_and_datetime_reads_it_in_a_zone() {
         "{err}"
     );
 }
+
+/// The trigger is given to a script only when its source names `trigger` or `alert`: a
+/// trigger nested too deeply for Rhai fails the runs of scripts that read it, and no other.
+#[tokio::test]
+async fn only_a_script_that_names_the_trigger_is_given_it() {
+    let mut deep = json!("bottom");
+    for _ in 0..200 {
+        deep = json!({ "down": deep });
+    }
+    let mut api = FakeApi::new();
+    api.parameters = json!({ "path": "/var" }).as_object().cloned().unwrap();
+    api.trigger = json!({ "kind": "webhook", "name": "deep", "body": deep });
+    let api = Arc::new(api);
+    assert_eq!(run("params.path", &api).await, Ok(json!("/var")));
+    let result = run("trigger.kind", &api).await;
+    assert!(
+        matches!(&result, Err(BodyError::Engine(m)) if m.contains("trigger")),
+        "{result:?}"
+    );
+    // Named anywhere, even in a comment, it is given.
+    let result = run("// the alert is not read here\nparams.path", &api).await;
+    assert!(matches!(&result, Err(BodyError::Engine(_))), "{result:?}");
+}

@@ -258,11 +258,11 @@ pub(super) trait Tx: Send {
 /// On SQLite every admission and every claim is a write of the one writer, so a run the
 /// writer admitted a moment earlier needs no reading back when it is claimed: the record
 /// it wrote is the record, less what the claim sets. Only a first claim uses it (a run put
-/// back in the queue has changed since); a run claimed elsewhere (another process on the
-/// same file) or cancelled while queued stays here until it is a minute old and room is
-/// needed. At most [`Admitted::CAPACITY`] runs: beyond that, a claim reads the row, as
-/// without it. A write that rolls back may leave a run that was never stored: it is never
-/// claimed, and ages out the same way.
+/// back in the queue has changed since); a run cancelled while queued is dropped by the
+/// write that cancels it, and one claimed elsewhere (another process on the same file) is
+/// dropped once a run admitted a minute after it arrives. At most [`Admitted::CAPACITY`]
+/// runs: beyond that, a claim reads the row, as without it. A write that rolls back may leave
+/// a run that was never stored: it is never claimed, and ages out the same way.
 #[derive(Default)]
 pub(super) struct Admitted {
     runs: std::collections::BTreeMap<String, RunRecord>,
@@ -275,18 +275,18 @@ impl Admitted {
     pub(super) const STALE_MS: i64 = 60_000;
 
     pub(super) fn insert(&mut self, run: RunRecord) {
-        if self.runs.len() >= Self::CAPACITY {
-            // Ids sort by time: the first is the oldest.
-            let stale = self
-                .runs
-                .first_key_value()
-                .is_some_and(|(_, oldest)| run.queued_at - oldest.queued_at > Self::STALE_MS);
-            if !stale {
-                return;
-            }
+        // Ids sort by time: the first is the oldest. Runs nobody claimed for a minute (taken
+        // by another process, or never stored) make room.
+        while self
+            .runs
+            .first_key_value()
+            .is_some_and(|(_, oldest)| run.queued_at - oldest.queued_at > Self::STALE_MS)
+        {
             self.runs.pop_first();
         }
-        self.runs.insert(run.id.clone(), run);
+        if self.runs.len() < Self::CAPACITY {
+            self.runs.insert(run.id.clone(), run);
+        }
     }
 
     pub(super) fn take(&mut self, id: &str) -> Option<RunRecord> {

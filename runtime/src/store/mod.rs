@@ -423,6 +423,10 @@ impl Store {
                         params![at, id.clone()],
                     )
                     .await?;
+                if queued == 1 {
+                    // No claim will take it: do not keep it for one.
+                    conn.recall(&id);
+                }
                 let running = conn
                     .execute(
                         "UPDATE runs SET cancel_requested = 1 WHERE id = $1 AND status = 'running'",

@@ -664,13 +664,18 @@ async fn ingest_in(
                 .await?;
                 outcome.disposition = "resolved".into();
             }
-            outcome.cancelled = conn
-                .execute(
+            let cancelled = conn
+                .query(
                     "UPDATE runs SET status = 'cancelled', reason = 'the alert resolved before the run started', \
-                     error_kind = 'resolved', ended_at = $1 WHERE alert_key = $2 AND status = 'queued'",
+                     error_kind = 'resolved', ended_at = $1 WHERE alert_key = $2 AND status = 'queued' RETURNING id",
                     params![now, alert.key()],
                 )
                 .await?;
+            for row in &cancelled {
+                // No claim will take them: do not keep them for one.
+                conn.recall(&row.get::<String>(0)?);
+            }
+            outcome.cancelled = cancelled.len() as u64;
             &[]
         }
     };
