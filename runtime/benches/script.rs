@@ -4,11 +4,15 @@
 //! time after a warm-up and reported as p50/p90/p99/mean:
 //!
 //! - a run of a small precompiled script making 3 host calls (`call`) against a trivial
-//!   [`RunApi`]: the hop to a blocking thread, a fresh sandboxed engine, the constants,
-//!   evaluation, three `block_on` round trips with JSON in and out, the output as JSON;
+//!   [`RunApi`] that answers at once: starting the script on its own stack, a fresh
+//!   sandboxed engine, the constants, evaluation, three calls with JSON in and out, the
+//!   output as JSON;
+//! - the same where each call waits once before it answers (`yield_now`), as a real plugin
+//!   call waits for its instance or its I/O: the script is suspended and resumed three times;
 //! - a run of a script that makes no host call: the fixed cost of a run;
 //! - compiling the 3-call script, which happens once per runbook load, not per run;
-//! - for scale, a bare `spawn_blocking` round trip, the floor under every run.
+//! - for scale, a bare `spawn_blocking` round trip: the hop each run made when scripts ran on
+//!   tokio's blocking pool (until the ninth round in BENCHMARKS.md).
 //!
 //! Runs go through `Script::run` inside a task on a multi-thread tokio runtime, as the
 //! executor calls it. The same small harness as `plugin_call`: one `Instant` pair per
@@ -41,17 +45,23 @@ let after = call("disk-check", "usage", #{ path: params.path });
 
 const NO_CALL: &str = "let x = 1; x + 1";
 
-/// A [`RunApi`] that answers at once, so the figures are the script layer's own.
+/// A [`RunApi`] that answers at once (or after one `yield_now`), so the figures are the
+/// script layer's own.
 struct TrivialApi {
     parameters: Map<String, Value>,
     trigger: Value,
     output: Value,
     deadline: Instant,
+    /// Each call yields once before it answers.
+    waits: bool,
 }
 
 #[async_trait::async_trait]
 impl RunApi for TrivialApi {
     async fn call(&self, _: &str, _: &str, _: Value, _: CallOptions) -> Result<Value, StepError> {
+        if self.waits {
+            tokio::task::yield_now().await;
+        }
         Ok(self.output.clone())
     }
     async fn begin_step(&self, _: &str) {}
@@ -89,12 +99,14 @@ fn bench_runs(
     rt: &tokio::runtime::Runtime,
     source: &'static str,
     expected: Value,
+    waits: bool,
 ) -> Vec<Duration> {
     let api: Arc<dyn RunApi> = Arc::new(TrivialApi {
         parameters: json!({ "path": "/var" }).as_object().cloned().unwrap(),
         trigger: json!({ "kind": "manual" }),
         output: json!({ "used_percent": 91, "ok": true }),
         deadline: Instant::now() + Duration::from_secs(3600),
+        waits,
     });
     let script = Script::compile("bench.rhai", source).expect("compile");
     rt.block_on(async move {
@@ -165,16 +177,20 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime");
+    let three = || json!({ "before": 91, "after": 91, "freed": true });
     let samples = [
         Sample::new(
             "run, 3 host calls",
-            bench_runs(
-                &rt,
-                THREE_CALLS,
-                json!({ "before": 91, "after": 91, "freed": true }),
-            ),
+            bench_runs(&rt, THREE_CALLS, three(), false),
         ),
-        Sample::new("run, no host call", bench_runs(&rt, NO_CALL, json!(2))),
+        Sample::new(
+            "run, 3 host calls that wait",
+            bench_runs(&rt, THREE_CALLS, three(), true),
+        ),
+        Sample::new(
+            "run, no host call",
+            bench_runs(&rt, NO_CALL, json!(2), false),
+        ),
         Sample::new("compile (once per load)", bench_compile()),
         Sample::new("spawn_blocking round trip", bench_spawn_blocking(&rt)),
     ];

@@ -1,7 +1,7 @@
 //! The memory allocator of the `runloom` binary (and of the benches, which measure it).
 //!
 //! mimalloc instead of glibc's malloc: every run allocates and frees many small objects on
-//! many threads (tokio workers, the blocking pool that runs Rhai bodies, the store writer),
+//! many threads (tokio workers, the blocking pool, the store writer),
 //! and glibc's arenas took a fifth of the CPU of a busy node (BENCHMARKS.md, third round).
 //! mimalloc's defaults trade memory for speed, so the node tunes it (below) to return memory at once.
 
@@ -14,7 +14,7 @@ const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 /// Commit arena memory only when used, and purge freed memory at once: with mimalloc's
 /// defaults an idle node holds about twice the memory, and 1,000 waiting runs (a thread
-/// each) ten times it (BENCHMARKS.md). This runs as an ELF constructor, before Rust's
+/// each, when Rhai bodies ran on the blocking pool) ten times it (BENCHMARKS.md). This runs as an ELF constructor, before Rust's
 /// runtime makes the allocations that create mimalloc's first arena; set in `main`, the
 /// arena option came too late.
 extern "C" fn tune() {

@@ -197,13 +197,9 @@ pub fn run() -> i32 {
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        // A Rhai body runs on a blocking thread for its whole run, sleeps and plugin calls
-        // included, so this bounds the runs that can be in progress at once: well above any
-        // sane `[server] workers` (threads are made on demand and end when idle).
-        .max_blocking_threads(MAX_BLOCKING_THREADS)
-        // Idle blocking threads (start-up's plugin loading, finished Rhai bodies) exit after
-        // this instead of tokio's 10 s, and the memory they hold goes with them: an idle
-        // server settles at its idle RSS sooner. Busy ones are reused, whatever this is.
+        // Idle blocking threads (start-up's plugin loading) exit after this instead of
+        // tokio's 10 s, and the memory they hold goes with them: an idle server settles at
+        // its idle RSS sooner. Busy ones are reused, whatever this is.
         .thread_keep_alive(BLOCKING_KEEP_ALIVE)
         .build()
     {
@@ -259,9 +255,6 @@ pub(crate) fn this_executable() -> Option<PathBuf> {
         std::env::current_exe().ok()
     }
 }
-
-/// Blocking threads of the async runtime (tokio's default is 512).
-const MAX_BLOCKING_THREADS: usize = 4096;
 
 /// How long an idle blocking thread waits for work before it exits.
 const BLOCKING_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(2);

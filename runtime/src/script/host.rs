@@ -4,6 +4,7 @@
 //! run it belongs to in the engine's tag (a [`RunContext`]), so starting a run registers
 //! nothing but the run itself, its operation hook and its log callbacks.
 
+use super::fiber::Suspender;
 use super::{ScriptLimits, outcome, value};
 use crate::runbook::api::{CallOptions, Level, RunApi, StepError};
 use rhai::{
@@ -28,15 +29,16 @@ type HostResult<T> = Result<T, Box<EvalAltResult>>;
 /// What a run's host functions need, kept in the engine's tag.
 pub(super) struct RunContext {
     pub(super) api: Arc<dyn RunApi>,
-    pub(super) handle: tokio::runtime::Handle,
+    /// The script's stack, which a host function suspends while it waits.
+    pub(super) fiber: Arc<Suspender>,
     pub(super) limits: ScriptLimits,
 }
 
 impl RunContext {
-    /// Wait for an async [`RunApi`] call. The script runs on a blocking-pool thread, where
-    /// `block_on` is allowed.
-    fn block_on<F: Future>(&self, future: F) -> F::Output {
-        self.handle.block_on(future)
+    /// Wait for an async [`RunApi`] call: the script is suspended, its thread free for other
+    /// tasks, until the call is done.
+    fn wait<F: Future>(&self, future: F) -> F::Output {
+        self.fiber.wait(future)
     }
 }
 
@@ -53,18 +55,24 @@ pub(super) enum Stop {
 }
 
 /// Give `engine` its run: the tag the host functions read, the operation hook that enforces
-/// the deadline and cancellation, and `print`/`debug` into the run log.
+/// the deadline and cancellation and gives the thread up to other tasks between host calls,
+/// and `print`/`debug` into the run log.
 pub(super) fn attach(engine: &mut Engine, run: RunContext) {
     let api = Arc::clone(&run.api);
+    let fiber = Arc::clone(&run.fiber);
     engine.on_progress(move |operations| {
         if !operations.is_multiple_of(PROGRESS_CHECK_INTERVAL) {
             None
-        } else if api.is_cancelled() {
+        } else if api.is_cancelled() || fiber.abandoned() {
             Some(Dynamic::from(Stop::Cancelled))
-        } else if Instant::now() >= api.deadline() {
-            Some(Dynamic::from(Stop::Deadline))
         } else {
-            None
+            let now = Instant::now();
+            if now >= api.deadline() {
+                Some(Dynamic::from(Stop::Deadline))
+            } else {
+                fiber.yield_if_due(now);
+                None
+            }
         }
     });
     let api = Arc::clone(&run.api);
@@ -250,7 +258,7 @@ fn call_plugin(run: &RunContext, arguments: Vec<Dynamic>) -> HostResult<Dynamic>
         4 => call_options(&next())?,
         _ => CallOptions::default(),
     };
-    match run.block_on(run.api.call(&plugin, &action, input, options)) {
+    match run.wait(run.api.call(&plugin, &action, input, options)) {
         Ok(output) => value::from_json(&output).map_err(|e| {
             misuse(format!(
                 "call: the output of {plugin}/{action} cannot be used by a script: {e}"
@@ -349,13 +357,13 @@ pub(super) fn module() -> Shared<Module> {
 /// `step(name, || { … })`.
 fn step(ctx: NativeCallContext, name: ImmutableString, body: FnPtr) -> HostResult<Dynamic> {
     let run = run_of(ctx.tag())?;
-    run.block_on(run.api.begin_step(&name));
+    run.wait(run.api.begin_step(&name));
     let result = body.call_within_context::<Dynamic>(&ctx, ());
     let error = result
         .as_ref()
         .err()
         .map(|error| outcome::step_error(error, &run.limits));
-    run.block_on(run.api.end_step(error.as_ref()));
+    run.wait(run.api.end_step(error.as_ref()));
     result
 }
 
@@ -371,7 +379,7 @@ fn call_function_pointer(
 fn sleep(ctx: &NativeCallContext, duration: &Dynamic) -> HostResult<()> {
     let duration = duration_of(duration, "sleep")?;
     let run = run_of(ctx.tag())?;
-    run.block_on(run.api.sleep(duration)).map_err(|e| throw(&e))
+    run.wait(run.api.sleep(duration)).map_err(|e| throw(&e))
 }
 
 fn secret(ctx: NativeCallContext, name: ImmutableString) -> HostResult<String> {
@@ -382,9 +390,7 @@ fn secret(ctx: NativeCallContext, name: ImmutableString) -> HostResult<String> {
 fn history(ctx: NativeCallContext, limit: INT) -> HostResult<Dynamic> {
     let run = run_of(ctx.tag())?;
     let limit = u32::try_from(limit.max(0)).unwrap_or(u32::MAX);
-    let runs = run
-        .block_on(run.api.history(limit))
-        .map_err(|e| throw(&e))?;
+    let runs = run.wait(run.api.history(limit)).map_err(|e| throw(&e))?;
     value::from_json(&serde_json::Value::Array(runs)).map_err(|e| misuse(format!("history: {e}")))
 }
 

@@ -7,11 +7,14 @@
 //! nothing but the functions listed below; each run gets a fresh engine (cheap: the standard
 //! library and the host functions are built once and shared), so nothing leaks between runs.
 //!
-//! Scripts run on a blocking thread (`spawn_blocking`); host functions wait for the async
-//! [`RunApi`] with `Handle::block_on`. Rhai counts no operations while a host function waits,
-//! so the engine's own deadline handling in [`RunApi::call`] and [`RunApi::sleep`] is what
-//! bounds those waits; between host calls the operation hook checks the run's deadline and
-//! its cancel flag.
+//! A script runs inside its run's task, on a small stack of its own (`fiber`): a host
+//! function waiting for the async [`RunApi`] suspends the script, and the worker thread goes
+//! on with other tasks until the call is done; no thread is held or woken per run. Rhai
+//! counts no operations while a host function waits, so the engine's own deadline handling
+//! in [`RunApi::call`] and [`RunApi::sleep`] is what bounds those waits; between host calls
+//! the operation hook checks the run's deadline and its cancel flag, and gives the thread up
+//! to other tasks every 200 µs of computation. A run whose future is dropped (cancelled, or
+//! past its deadline's grace) has its script unwound at once.
 //!
 //! # Writing a runbook body in Rhai (`main.rhai`)
 //!
@@ -73,6 +76,7 @@
 //! with `fn` do not see `params`, `trigger` or `alert` (Rhai functions see only their
 //! arguments): pass what they need, or use closures, which capture them.
 
+mod fiber;
 mod host;
 mod outcome;
 mod sandbox;
@@ -97,7 +101,7 @@ pub struct ScriptLimits {
     /// glue code needs; waiting in host calls costs none.
     pub max_operations: u64,
     /// Depth of nested function calls, closures included. Default 64 (Rhai's own release
-    /// default), which stays well inside the 2 MiB stack of a tokio blocking thread.
+    /// default), which stays well inside a script's 2 MiB stack.
     pub max_call_levels: usize,
     /// Bytes in a string, and in all the strings of one array or map together. Default
     /// 2 MiB: twice the default plugin output cap, so a whole plugin output fits, as data or
@@ -185,34 +189,41 @@ impl Script {
         &self.file
     }
 
-    /// Run on a blocking thread (spawn_blocking), bridging async RunApi calls with
-    /// Handle::block_on.
+    /// Run to its end inside the calling task, on a stack of its own (see `fiber`).
     ///
     /// Returns the script's final value as JSON, or how the run ended: [`BodyError::Failed`]
     /// (`fail(reason)`, an uncaught step error, a script error or a limit, with the file,
     /// line and column), [`BodyError::TimedOut`] (the run's deadline passed),
-    /// [`BodyError::Cancelled`], or [`BodyError::Engine`] (the script thread could not run
-    /// or died).
+    /// [`BodyError::Cancelled`], or [`BodyError::Engine`] (no stack could be mapped for it,
+    /// or the engine panicked running it).
     pub async fn run(
         &self,
         api: Arc<dyn RunApi>,
         limits: ScriptLimits,
     ) -> Result<serde_json::Value, BodyError> {
-        let handle = tokio::runtime::Handle::try_current().map_err(|error| {
-            BodyError::Engine(format!("a script must run inside a tokio runtime: {error}"))
-        })?;
         let script = self.clone();
-        tokio::task::spawn_blocking(move || script.run_blocking(api, limits, handle))
-            .await
-            .map_err(|error| BodyError::Engine(format!("the script thread failed: {error}")))?
+        let fiber = fiber::Fiber::new(move |suspender| script.run_on_fiber(api, limits, suspender))
+            .map_err(|error| {
+                BodyError::Engine(format!("cannot map a stack for the script: {error}"))
+            })?;
+        fiber.await.unwrap_or_else(|panic| {
+            let reason = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".to_string());
+            Err(BodyError::Engine(format!(
+                "the script engine panicked: {reason}"
+            )))
+        })
     }
 
-    /// The body of [`Script::run`], on the blocking thread.
-    fn run_blocking(
+    /// The body of [`Script::run`], on the script's own stack.
+    fn run_on_fiber(
         &self,
         api: Arc<dyn RunApi>,
         limits: ScriptLimits,
-        handle: tokio::runtime::Handle,
+        fiber: Arc<fiber::Suspender>,
     ) -> Result<serde_json::Value, BodyError> {
         // Checked before the first operation: the progress hook only looks every few hundred.
         if api.is_cancelled() {
@@ -239,14 +250,7 @@ impl Script {
         let alert = alert_of(&trigger);
 
         let mut engine = sandbox::engine(&limits);
-        host::attach(
-            &mut engine,
-            host::RunContext {
-                api,
-                handle,
-                limits,
-            },
-        );
+        host::attach(&mut engine, host::RunContext { api, fiber, limits });
 
         let mut scope = Scope::new();
         for (name, value) in CONSTANTS.into_iter().zip([parameters, trigger, alert]) {

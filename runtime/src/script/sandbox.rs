@@ -35,7 +35,7 @@ const MAX_FUNCTION_EXPR_DEPTH: usize = 32;
 const DATA_CHECK_INTERVAL: u32 = 16;
 
 /// Deepest nesting of arrays, maps and closures a script may build. Rhai's own routines (size
-/// checks, clone, drop) recurse once per level on the script thread's stack, and a few
+/// checks, clone, drop) recurse once per level on the script's stack, and a few
 /// thousand levels overflow a 2 MiB stack, which aborts the whole process.
 pub(super) const MAX_NESTING: usize = 128;
 

@@ -40,6 +40,28 @@ struct FakeApi {
     /// Signalled when a sleep starts or a line is logged, so a test can act mid-run.
     sleeping: Notify,
     logged: Notify,
+    /// What `call` does instead of answering, if anything.
+    call_misbehaves: Option<Misbehaviour>,
+    /// Set when a call left pending was dropped.
+    released: AtomicBool,
+}
+
+/// A `call` that does not answer.
+#[derive(Debug, Clone, Copy)]
+enum Misbehaviour {
+    /// Never completes (until dropped).
+    Hang,
+    /// Panics, as a bug in the engine would.
+    Panic,
+}
+
+/// Sets its flag when dropped.
+struct SetOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
 }
 
 impl FakeApi {
@@ -55,7 +77,14 @@ impl FakeApi {
             cancel: Notify::new(),
             sleeping: Notify::new(),
             logged: Notify::new(),
+            call_misbehaves: None,
+            released: AtomicBool::new(false),
         }
+    }
+
+    fn misbehaving(mut self, misbehaviour: Misbehaviour) -> Self {
+        self.call_misbehaves = Some(misbehaviour);
+        self
     }
 
     fn output(mut self, call: &str, output: Result<Value, StepError>) -> Self {
@@ -97,6 +126,14 @@ impl RunApi for FakeApi {
             input: input.clone(),
             options,
         });
+        match self.call_misbehaves {
+            Some(Misbehaviour::Hang) => {
+                let _release = SetOnDrop(&self.released);
+                std::future::pending::<()>().await;
+            }
+            Some(Misbehaviour::Panic) => panic!("the fake engine broke"),
+            None => {}
+        }
         match self.outputs.get(&format!("{plugin}/{action}")) {
             Some(output) => output.clone(),
             None => Ok(json!({ "plugin": plugin, "action": action, "input": input })),
@@ -988,4 +1025,159 @@ async fn only_a_script_that_names_the_trigger_is_given_it() {
     // Named anywhere, even in a comment, it is given.
     let result = run("// the alert is not read here\nparams.path", &api).await;
     assert!(matches!(&result, Err(BodyError::Engine(_))), "{result:?}");
+}
+
+/// A script waiting in a host call holds no thread: with one worker thread and one blocking
+/// thread, a thousand scripts all get to their `sleep` at once.
+#[test]
+fn a_thousand_waiting_scripts_hold_no_thread() {
+    const RUNS: usize = 1_000;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .max_blocking_threads(1)
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let api = Arc::new(FakeApi::new());
+        let script = compile("sleep(\"1h\"); \"woke up\"");
+        let runs: Vec<_> = (0..RUNS)
+            .map(|_| {
+                let api: Arc<dyn RunApi> = api.clone();
+                let script = script.clone();
+                tokio::spawn(async move { script.run(api, ScriptLimits::default()).await })
+            })
+            .collect();
+        within_a_minute(async {
+            while api.events().len() < RUNS {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await;
+        api.cancel();
+        for run in runs {
+            assert_eq!(
+                within_a_minute(run).await.unwrap(),
+                Err(BodyError::Cancelled)
+            );
+        }
+    });
+}
+
+/// A script computing for long gives its thread up now and then: on a single-threaded
+/// runtime, another task runs while the loop is still going.
+#[tokio::test]
+async fn a_busy_script_lets_other_tasks_run() {
+    let api = Arc::new(FakeApi::new());
+    let limits = ScriptLimits {
+        max_operations: 0,
+        ..ScriptLimits::default()
+    };
+    let running = tokio::spawn({
+        let api = api.clone();
+        async move {
+            let source = r#"
+                log("started");
+                let i = 0;
+                while i < 300000 { i += 1; }
+                log("done");
+            "#;
+            run_with(source, &api, limits).await
+        }
+    });
+    api.logged.notified().await;
+    api.log(Level::Info, "another task");
+    within_a_minute(running).await.unwrap().unwrap();
+    let logged: Vec<_> = api
+        .events()
+        .into_iter()
+        .filter_map(|event| match event {
+            Event::Log(_, text) => Some(text),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(logged, ["started", "another task", "done"]);
+}
+
+/// Runs `script` against a call that never answers and drops the run after 50 ms, on a
+/// runtime of its own that is shut down without waiting for anything still running (a
+/// script left running would otherwise hang the test instead of failing it). Returns
+/// whether the hanging call was released by then, and the events.
+fn drop_a_hanging_run(script: &'static str) -> (bool, Vec<Event>) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let api = Arc::new(FakeApi::new().misbehaving(Misbehaviour::Hang));
+    let result = runtime.block_on(async {
+        tokio::time::timeout(Duration::from_millis(50), run(script, &api)).await
+    });
+    let released = api.released.load(Ordering::SeqCst);
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    assert!(result.is_err(), "the hanging call answered: {result:?}");
+    (released, api.events())
+}
+
+/// Dropping a run's future (the executor does so when the run is cancelled or overruns its
+/// deadline) unwinds its script at once: the call it was waiting in is released then, not
+/// whenever the script would have noticed.
+#[test]
+fn dropping_a_run_releases_the_call_it_waits_in_at_once() {
+    let (released, events) = drop_a_hanging_run("call(\"p\", \"a\", #{}); log(\"went on\")");
+    assert!(released);
+    assert_eq!(events.len(), 1, "{events:?}");
+}
+
+/// A script that catches the unwinding (Rhai's `sort` turns a panic in its comparer into an
+/// error a script can catch) still stops when its run is dropped.
+#[test]
+fn a_dropped_run_stops_even_if_its_script_catches_the_unwinding() {
+    let (released, _) = drop_a_hanging_run(
+        r#"
+        loop {
+            try { [2, 1].sort(|a, b| { call("p", "a", #{}); a - b }); } catch { }
+        }
+        "#,
+    );
+    assert!(released);
+}
+
+/// A panic in the engine while a script runs fails that run as an engine error; the task
+/// running it goes on.
+#[tokio::test]
+async fn a_panic_in_the_engine_fails_the_run_as_an_engine_error() {
+    let api = Arc::new(FakeApi::new().misbehaving(Misbehaviour::Panic));
+    let result = run("call(\"p\", \"a\", #{})", &api).await;
+    assert!(
+        matches!(&result, Err(BodyError::Engine(m)) if m.contains("the fake engine broke")),
+        "{result:?}"
+    );
+    assert_eq!(run_alone("40 + 2").await, Ok(json!(42)));
+}
+
+/// Scripts suspended in host calls are resumed on whichever worker thread polls them next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_resume_on_any_worker_thread() {
+    let script = compile(
+        r#"
+        let total = 0;
+        for i in 0..5 {
+            sleep(0.001);
+            total += call("p", "a", #{ n: params.n * 10 + i }).input.n;
+        }
+        total
+        "#,
+    );
+    let runs: Vec<_> = (0..200)
+        .map(|n| {
+            let mut api = FakeApi::new();
+            api.parameters.insert("n".to_string(), json!(n));
+            let api: Arc<dyn RunApi> = Arc::new(api);
+            let script = script.clone();
+            tokio::spawn(async move { script.run(api, ScriptLimits::default()).await })
+        })
+        .collect();
+    for (n, run) in runs.into_iter().enumerate() {
+        let n = i64::try_from(n).unwrap();
+        assert_eq!(within_a_minute(run).await.unwrap(), Ok(json!(n * 50 + 10)));
+    }
 }

@@ -4,7 +4,7 @@
 use rhai::{Array, Dynamic, Map};
 use serde_json::{Number, Value};
 
-/// Deeper nesting is refused, not walked: the conversion recurses on the script thread's
+/// Deeper nesting is refused, not walked: the conversion recurses on the script's
 /// stack. serde_json stops parsing at the same depth, so real plugin output never hits it.
 const MAX_DEPTH: usize = 128;
 

@@ -1,0 +1,259 @@
+//! A script's own stack: a Rhai body runs as a coroutine inside the run's tokio task, and a
+//! host function that has to wait for the engine suspends it instead of blocking a thread.
+//!
+//! Rhai is synchronous: its host functions must return a value, while the engine's
+//! [`RunApi`](crate::runbook::api::RunApi) is async. The body therefore runs on a separate,
+//! small stack ([`corosensei`]). [`Fiber`] is the future the run's task awaits: each poll
+//! resumes the body where it stopped; a host function polls its engine future in place
+//! ([`Suspender::wait`]) and, while that future is pending, suspends the body, so the poll
+//! returns `Pending` and the worker thread goes on with other tasks. A run therefore costs no
+//! thread and no cross-thread wake-up: no hop to a blocking thread at its start, none for each
+//! plugin call, and a thousand sleeping runs are a thousand suspended stacks, not a thousand
+//! threads. A body that computes for long gives its thread up every [`TIME_SLICE`]
+//! (`Suspender::yield_if_due`, from the operation hook), as a well-behaved task does.
+//!
+//! # Why the coroutine may move between threads
+//!
+//! `corosensei` does not make coroutines `Send`: it cannot know what the code on the stack
+//! holds while suspended. Here, that code is ours and Rhai's: Rhai is built with its `sync`
+//! feature (all its values are `Send + Sync`) and keeps nothing in thread-locals; the host
+//! functions hold the run's context (`Send + Sync`) and the engine's futures (`Send`), and
+//! touch the tokio runtime's thread-locals only inside a poll, never across a suspension. A
+//! tokio worker may therefore resume the body on another thread, as it may poll any `Send`
+//! future there: that is what the `unsafe impl Send` below relies on, and why nothing
+//! running on a script stack may keep a reference to a thread-local across a host call.
+
+use std::cell::UnsafeCell;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::ptr;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use corosensei::stack::{DefaultStack, Stack};
+use corosensei::{Coroutine, CoroutineResult, Yielder};
+use nix::sys::mman::{MmapAdvise, madvise};
+
+/// Size of a script's stack: the size of the tokio blocking thread's stack that Rhai bodies
+/// ran on before, which the nesting limits in `sandbox` are measured against. Address space
+/// only: the pages a body never touches are never backed by memory.
+const STACK_SIZE: usize = 2 << 20;
+
+/// Finished bodies' stacks kept for the next runs: a reused stack has its pages already
+/// faulted in. Few are needed, as a stack is free again as soon as its run ends.
+const SPARE_STACKS: usize = 16;
+
+/// The top of a spare stack that stays in memory; what a deep body used below it is given
+/// back, so the spares hold at most 16 × 256 KiB whatever ran on them. A run of the shipped
+/// runbooks uses less (its plugin calls run on wasmtime's own stacks).
+const KEEP_RESIDENT: usize = 256 << 10;
+
+/// How long a body may compute before it gives its worker thread up for other tasks (it is
+/// polled again at once). The operation hook looks at the clock about every 50 µs.
+const TIME_SLICE: Duration = Duration::from_micros(200);
+
+static STACKS: Mutex<Vec<DefaultStack>> = Mutex::new(Vec::new());
+
+/// The handle a body's host functions (and its operation hook) wait and yield through.
+///
+/// Only the body's coroutine and the [`Fiber`] driving it touch it, and never at the same
+/// time: the driver writes before it resumes the body and after the body suspends; the body
+/// reads in between.
+pub(super) struct Suspender {
+    state: UnsafeCell<State>,
+}
+
+struct State {
+    /// The coroutine's parent link; set when the body starts, null before.
+    yielder: *const Yielder<(), ()>,
+    /// The waker context of the poll now running the body; null while it is suspended.
+    context: *mut Context<'static>,
+    /// When the current poll resumed the body.
+    resumed_at: Instant,
+}
+
+// SAFETY: see the module documentation and `Suspender`: the state is only ever read or
+// written by whichever thread is running the body's coroutine or its driver, one at a time,
+// and the driver is handed between threads only by the tokio task that owns it.
+unsafe impl Send for Suspender {}
+// SAFETY: as above; shared references never touch the state concurrently.
+unsafe impl Sync for Suspender {}
+
+impl Suspender {
+    fn new() -> Self {
+        Self {
+            state: UnsafeCell::new(State {
+                yielder: ptr::null(),
+                context: ptr::null_mut(),
+                resumed_at: Instant::now(),
+            }),
+        }
+    }
+
+    /// Wait for `future` from inside the body: poll it in place and, while it is pending,
+    /// suspend the body until the run's task is woken and polls it again.
+    ///
+    /// # Panics
+    ///
+    /// Called outside a body running in a [`Fiber`]: a bug in the engine.
+    pub(super) fn wait<F: Future>(&self, future: F) -> F::Output {
+        let mut future = std::pin::pin!(future);
+        loop {
+            // SAFETY: called on the body's stack while it runs (the only caller), so the
+            // driver is inside `resume` and not touching the state.
+            let context = unsafe { (*self.state.get()).context };
+            if !context.is_null() {
+                // SAFETY: the context outlives this poll: the driver's `poll` set it and is
+                // waiting in `resume` for the body to suspend or end.
+                if let Poll::Ready(output) = future.as_mut().poll(unsafe { &mut *context }) {
+                    return output;
+                }
+            }
+            // Pending, or no poll is running (the fiber is being dropped, and suspending
+            // unwinds the body).
+            self.suspend();
+        }
+    }
+
+    /// Give the worker thread up if the body has run for its [`TIME_SLICE`] since the last
+    /// poll (`now` is the time): wake the task at once and suspend, so other tasks run first.
+    pub(super) fn yield_if_due(&self, now: Instant) {
+        // SAFETY: as in `wait`.
+        let (context, resumed_at) = unsafe {
+            let state = &*self.state.get();
+            (state.context, state.resumed_at)
+        };
+        if context.is_null() || now.duration_since(resumed_at) < TIME_SLICE {
+            return;
+        }
+        // SAFETY: as in `wait`.
+        unsafe { &*context }.waker().wake_by_ref();
+        self.suspend();
+    }
+
+    /// Whether the body is being unwound because its run's future was dropped (a cancelled
+    /// or timed-out run): it runs, but no poll does. The body should stop at once; any wait
+    /// unwinds it further.
+    pub(super) fn abandoned(&self) -> bool {
+        // SAFETY: as in `wait`.
+        unsafe { (*self.state.get()).context.is_null() }
+    }
+
+    fn suspend(&self) {
+        // SAFETY: as in `wait`.
+        let yielder = unsafe { (*self.state.get()).yielder };
+        assert!(
+            !yielder.is_null(),
+            "a script host function waited outside the script's stack"
+        );
+        // SAFETY: the yielder is the parent link on the coroutine's own stack, valid for as
+        // long as the body runs, and this is the body's stack.
+        unsafe { &*yielder }.suspend(());
+    }
+}
+
+/// A body running on its own stack: a future that resumes the body on each poll.
+pub(super) struct Fiber<T> {
+    coroutine: Option<Coroutine<(), (), T, DefaultStack>>,
+    suspender: Arc<Suspender>,
+}
+
+// SAFETY: see the module documentation: what the body's stack holds while suspended is
+// `Send`, and nothing on it depends on the thread it runs on across a suspension.
+unsafe impl<T: Send> Send for Fiber<T> {}
+
+impl<T: 'static> Fiber<T> {
+    /// Prepare `body` to run on a stack of its own; it starts at the first poll and is given
+    /// the [`Suspender`] its host functions wait through.
+    ///
+    /// Fails only when no stack can be mapped (the address space or the kernel's map count is
+    /// exhausted).
+    pub(super) fn new(
+        body: impl FnOnce(Arc<Suspender>) -> T + Send + 'static,
+    ) -> std::io::Result<Self> {
+        let stack = match STACKS.lock().ok().and_then(|mut spare| spare.pop()) {
+            Some(stack) => stack,
+            None => DefaultStack::new(STACK_SIZE)?,
+        };
+        let suspender = Arc::new(Suspender::new());
+        let own = Arc::clone(&suspender);
+        let coroutine = Coroutine::with_stack(stack, move |yielder: &Yielder<(), ()>, ()| {
+            // SAFETY: the driver is inside `resume`; see `Suspender`.
+            unsafe { (*own.state.get()).yielder = yielder };
+            body(own)
+        });
+        Ok(Self {
+            coroutine: Some(coroutine),
+            suspender,
+        })
+    }
+}
+
+impl<T> Future for Fiber<T> {
+    /// The body's value, or the payload of a panic in it (the panic does not reach the
+    /// worker thread).
+    type Output = Result<T, Box<dyn std::any::Any + Send>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let Some(coroutine) = this.coroutine.as_mut() else {
+            panic!("a finished script fiber was polled again");
+        };
+        {
+            // SAFETY: the body is suspended (or not started): nothing else touches the state.
+            let state = unsafe { &mut *this.suspender.state.get() };
+            // The lifetime is erased only for the length of `resume` below: the pointer is
+            // cleared before this poll returns.
+            state.context = (cx as *mut Context<'_>).cast::<Context<'static>>();
+            state.resumed_at = Instant::now();
+        }
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| coroutine.resume(())));
+        // SAFETY: the body is suspended or finished.
+        unsafe { (*this.suspender.state.get()).context = ptr::null_mut() };
+        match result {
+            Ok(CoroutineResult::Yield(())) => Poll::Pending,
+            Ok(CoroutineResult::Return(value)) => {
+                this.finish();
+                Poll::Ready(Ok(value))
+            }
+            Err(panic) => {
+                this.coroutine = None;
+                Poll::Ready(Err(panic))
+            }
+        }
+    }
+}
+
+impl<T> Fiber<T> {
+    /// Keep a finished body's stack for the next run, trimmed to [`KEEP_RESIDENT`].
+    fn finish(&mut self) {
+        let Some(coroutine) = self.coroutine.take() else {
+            return;
+        };
+        let stack = coroutine.into_stack();
+        trim(&stack);
+        if let Ok(mut spare) = STACKS.lock()
+            && spare.len() < SPARE_STACKS
+        {
+            spare.push(stack);
+        }
+    }
+}
+
+/// Give back the pages of `stack` below its top [`KEEP_RESIDENT`] bytes (a stack grows down
+/// from its base). Pages never touched cost nothing to give back.
+fn trim(stack: &DefaultStack) {
+    let low = stack.limit().get();
+    let keep_from = stack.base().get() - KEEP_RESIDENT;
+    let Some(length) = keep_from.checked_sub(low).filter(|&length| length > 0) else {
+        return;
+    };
+    if let Some(start) = ptr::NonNull::new(low as *mut std::ffi::c_void) {
+        // SAFETY: the range lies inside the stack's own mapping (guard page included), and no
+        // body runs on it: its contents are not needed, and pages read back zero-filled.
+        // Failing leaves the pages as they were, which is harmless.
+        let _ = unsafe { madvise(start, length, MmapAdvise::MADV_DONTNEED) };
+    }
+}
