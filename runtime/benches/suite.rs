@@ -874,9 +874,8 @@ async fn waiting(python: Option<&str>, cache: &Path, report: &mut Report) {
     ));
     if sleeping < WAITING_RUNS {
         report.note(format!(
-            "only {sleeping} runs were in their sleep: a Rhai body runs on tokio's blocking \
-             pool (at most 512 threads by default), so the other {} runs listed `running` \
-             wait for a thread, and their sleeps start only as others end",
+            "only {sleeping} runs were in their sleep: the other {} runs listed `running` \
+             had not reached it when memory was read",
             WAITING_RUNS - sleeping
         ));
     }

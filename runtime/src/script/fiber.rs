@@ -41,14 +41,20 @@ use nix::sys::mman::{MmapAdvise, madvise};
 /// only: the pages a body never touches are never backed by memory.
 const STACK_SIZE: usize = 2 << 20;
 
-/// Finished bodies' stacks kept for the next runs: a reused stack has its pages already
-/// faulted in. Few are needed, as a stack is free again as soon as its run ends.
-const SPARE_STACKS: usize = 16;
+/// Finished bodies' stacks kept for the next runs, as many as a busy node runs at once: a
+/// reused stack has its pages already faulted in, while a new one costs `mmap`, `mprotect`,
+/// a page fault per page it touches and `munmap` (with a TLB shootdown) when it goes.
+const SPARE_STACKS: usize = 128;
 
-/// The top of a spare stack that stays in memory; what a deep body used below it is given
-/// back, so the spares hold at most 16 × 256 KiB whatever ran on them. A run of the shipped
-/// runbooks uses less (its plugin calls run on wasmtime's own stacks).
+/// The top of a spare stack that stays in memory. A body that went deeper (its stack
+/// overwrote the [`CANARY`] just below) has the rest given back when it ends, so a spare
+/// holds about this much whatever ran on it. A run of the shipped runbooks uses less (its
+/// plugin calls run on wasmtime's own stacks).
 const KEEP_RESIDENT: usize = 256 << 10;
+
+/// Written just below a stack's [`KEEP_RESIDENT`] top; found overwritten when a body ends,
+/// it says the body went deeper.
+const CANARY: u64 = 0x5255_4e4c_4f4f_4d21;
 
 /// How long a body may compute before it gives its worker thread up for other tasks (it is
 /// polled again at once). The operation hook looks at the clock about every 50 µs.
@@ -175,7 +181,11 @@ impl<T: 'static> Fiber<T> {
     ) -> std::io::Result<Self> {
         let stack = match STACKS.lock().ok().and_then(|mut spare| spare.pop()) {
             Some(stack) => stack,
-            None => DefaultStack::new(STACK_SIZE)?,
+            None => {
+                let stack = DefaultStack::new(STACK_SIZE)?;
+                set_canary(&stack);
+                stack
+            }
         };
         let suspender = Arc::new(Suspender::new());
         let own = Arc::clone(&suspender);
@@ -233,7 +243,7 @@ impl<T> Fiber<T> {
             return;
         };
         let stack = coroutine.into_stack();
-        trim(&stack);
+        trim_if_deep(&stack);
         if let Ok(mut spare) = STACKS.lock()
             && spare.len() < SPARE_STACKS
         {
@@ -242,18 +252,62 @@ impl<T> Fiber<T> {
     }
 }
 
-/// Give back the pages of `stack` below its top [`KEEP_RESIDENT`] bytes (a stack grows down
-/// from its base). Pages never touched cost nothing to give back.
-fn trim(stack: &DefaultStack) {
+/// Where the [`CANARY`] of `stack` lives: the last word below its top [`KEEP_RESIDENT`]
+/// bytes (a stack grows down from its base), well above its guard page.
+fn canary_of(stack: &DefaultStack) -> *mut u64 {
+    (stack.base().get() - KEEP_RESIDENT - size_of::<u64>()) as *mut u64
+}
+
+fn set_canary(stack: &DefaultStack) {
+    // SAFETY: the word lies inside the stack's writable mapping, and no body runs on it.
+    unsafe { canary_of(stack).write_volatile(CANARY) };
+}
+
+/// If the body that ran on `stack` went below its top [`KEEP_RESIDENT`] bytes, give those
+/// pages back (pages never touched cost nothing) and set the canary again.
+fn trim_if_deep(stack: &DefaultStack) {
+    // SAFETY: as in `set_canary`.
+    if unsafe { canary_of(stack).read_volatile() } == CANARY {
+        return;
+    }
     let low = stack.limit().get();
     let keep_from = stack.base().get() - KEEP_RESIDENT;
-    let Some(length) = keep_from.checked_sub(low).filter(|&length| length > 0) else {
-        return;
-    };
     if let Some(start) = ptr::NonNull::new(low as *mut std::ffi::c_void) {
         // SAFETY: the range lies inside the stack's own mapping (guard page included), and no
         // body runs on it: its contents are not needed, and pages read back zero-filled.
         // Failing leaves the pages as they were, which is harmless.
-        let _ = unsafe { madvise(start, length, MmapAdvise::MADV_DONTNEED) };
+        let _ = unsafe { madvise(start, keep_from - low, MmapAdvise::MADV_DONTNEED) };
+    }
+    set_canary(stack);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A spare stack keeps its top; what a deep body wrote below it is given back, and the
+    /// canary is set again for the next body.
+    #[test]
+    fn a_deep_body_s_pages_below_the_kept_top_are_given_back() {
+        let stack = DefaultStack::new(STACK_SIZE).unwrap();
+        set_canary(&stack);
+        let top = (stack.base().get() - 64) as *mut u64;
+        let deep = (stack.base().get() - KEEP_RESIDENT - 64 * 1024) as *mut u64;
+        // SAFETY: both words lie inside the stack's writable mapping; nothing runs on it.
+        unsafe {
+            top.write_volatile(7);
+            trim_if_deep(&stack);
+            assert_eq!(
+                top.read_volatile(),
+                7,
+                "a shallow body's stack is left alone"
+            );
+            deep.write_volatile(9);
+            canary_of(&stack).write_volatile(0);
+            trim_if_deep(&stack);
+            assert_eq!(deep.read_volatile(), 0, "the deep page was given back");
+            assert_eq!(top.read_volatile(), 7, "the top stays");
+            assert_eq!(canary_of(&stack).read_volatile(), CANARY);
+        }
     }
 }
