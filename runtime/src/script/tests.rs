@@ -219,6 +219,24 @@ async fn run_with(
     compile(source).run(api, limits).await
 }
 
+/// Limits with no bound on operations, for scripts that must be stopped some other way.
+fn no_operation_limit() -> ScriptLimits {
+    ScriptLimits {
+        max_operations: 0,
+        ..ScriptLimits::default()
+    }
+}
+
+/// Runs `source` in a task of its own, so the test can act while it runs.
+fn spawn_run(
+    source: &'static str,
+    api: &Arc<FakeApi>,
+    limits: ScriptLimits,
+) -> tokio::task::JoinHandle<Result<Value, BodyError>> {
+    let api = api.clone();
+    tokio::spawn(async move { run_with(source, &api, limits).await })
+}
+
 async fn run(source: &str, api: &Arc<FakeApi>) -> Result<Value, BodyError> {
     run_with(source, api, ScriptLimits::default()).await
 }
@@ -627,25 +645,19 @@ async fn deep_recursion_stops_at_max_call_levels() {
 #[tokio::test]
 async fn the_run_deadline_stops_a_busy_loop() {
     let api = Arc::new(FakeApi::new().deadline_in(Duration::from_millis(100)));
-    let limits = ScriptLimits {
-        max_operations: 0,
-        ..ScriptLimits::default()
-    };
-    let result = within_a_minute(run_with("let i = 0; loop { i += 1; }", &api, limits)).await;
+    let result = within_a_minute(run_with(
+        "let i = 0; loop { i += 1; }",
+        &api,
+        no_operation_limit(),
+    ))
+    .await;
     assert_eq!(result, Err(BodyError::TimedOut));
 }
 
 #[tokio::test]
 async fn cancelling_the_run_stops_a_busy_loop() {
     let api = Arc::new(FakeApi::new());
-    let limits = ScriptLimits {
-        max_operations: 0,
-        ..ScriptLimits::default()
-    };
-    let running = tokio::spawn({
-        let api = api.clone();
-        async move { run_with("log(\"started\"); loop {}", &api, limits).await }
-    });
+    let running = spawn_run("log(\"started\"); loop {}", &api, no_operation_limit());
     api.logged.notified().await;
     api.cancel();
     let result = within_a_minute(running).await.unwrap();
@@ -666,10 +678,7 @@ async fn a_run_cancelled_before_it_starts_does_not_start() {
 #[tokio::test]
 async fn sleep_returns_early_when_the_run_is_cancelled() {
     let api = Arc::new(FakeApi::new());
-    let running = tokio::spawn({
-        let api = api.clone();
-        async move { run("sleep(\"1h\"); \"woke up\"", &api).await }
-    });
+    let running = spawn_run("sleep(\"1h\"); \"woke up\"", &api, ScriptLimits::default());
     api.sleeping.notified().await;
     api.cancel();
     let result = within_a_minute(running).await.unwrap();
@@ -1068,22 +1077,13 @@ fn a_thousand_waiting_scripts_hold_no_thread() {
 #[tokio::test]
 async fn a_busy_script_lets_other_tasks_run() {
     let api = Arc::new(FakeApi::new());
-    let limits = ScriptLimits {
-        max_operations: 0,
-        ..ScriptLimits::default()
-    };
-    let running = tokio::spawn({
-        let api = api.clone();
-        async move {
-            let source = r#"
-                log("started");
-                let i = 0;
-                while i < 300000 { i += 1; }
-                log("done");
-            "#;
-            run_with(source, &api, limits).await
-        }
-    });
+    let source = r#"
+        log("started");
+        let i = 0;
+        while i < 300000 { i += 1; }
+        log("done");
+    "#;
+    let running = spawn_run(source, &api, no_operation_limit());
     api.logged.notified().await;
     api.log(Level::Info, "another task");
     within_a_minute(running).await.unwrap().unwrap();
