@@ -61,6 +61,39 @@ async fn spin_forever_is_interrupted_at_its_deadline() {
     host_still_works(&host).await;
 }
 
+/// The epoch clock sleeps after a second without guests (so an idle server is not woken a
+/// hundred times a second); the next call must wake it, or a spinning guest would never
+/// reach its deadline.
+#[test]
+fn spin_forever_is_interrupted_after_the_host_sat_idle() {
+    // The call runs on a thread of its own, so a guest never interrupted fails this test
+    // instead of hanging it.
+    let (done, outcome) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let host = host();
+            let plugin = fixture(&host, "spin-forever").await;
+            tokio::time::sleep(Duration::from_millis(2500)).await;
+            let started = Instant::now();
+            let result = host
+                .call(&plugin, with_timeout(Duration::from_millis(500)))
+                .await;
+            let _ = done.send((result.map(|_| ()), started.elapsed()));
+            host_still_works(&host).await;
+        });
+    });
+    let (result, took) = outcome
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the spinning guest was never interrupted");
+    let err = result.unwrap_err();
+    assert!(matches!(err, CallError::Timeout { .. }), "{err}");
+    assert!(took < Duration::from_millis(2500), "ended late: {took:?}");
+}
+
 #[tokio::test]
 async fn alloc_forever_hits_the_memory_limit() {
     let host = host();

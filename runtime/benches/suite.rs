@@ -19,10 +19,10 @@
 //!    (`RUNLOOM_BENCH_POSTGRES_URL` or `RUNLOOM_TEST_POSTGRES_URL`; skipped with a note
 //!    without one);
 //! 5. memory of a `runloom serve` process: idle after its first start (every plugin compiled)
-//!    and after a restart (the compiled cache), and with 1,000 runs started in
-//!    `sleep("60s")` (counting those that reached their sleep); against the Python receiver
-//!    idle, and 1,000 waiting shell scripts or Python processes (a sample of 100 scaled by
-//!    ten), their proportional set sizes summed;
+//!    and after a restart (the compiled cache), its wake-ups per second while idle, and with
+//!    1,000 runs started in `sleep("60s")` (counting those that reached their sleep); against
+//!    the Python receiver idle, and 1,000 waiting shell scripts or Python processes (a
+//!    sample of 100 scaled by ten), their proportional set sizes summed;
 //! 6. `runloom serve` start-up with 50 plugins in its plugin directory, cold (empty data
 //!    directory) and with the compiled cache, from spawn to `GET /healthz` 200;
 //! 7. a burst of 10,000 distinct alerts with 500 in flight to a `runloom serve` with
@@ -47,7 +47,8 @@ use common::alerts::{
 };
 use common::baseline::{PythonReceiver, python_action, shell_action};
 use common::process::{
-    megabytes, proc_field, process_tree, pss_kib, python3, rss_kib, spawn_and_wait, threads, which,
+    context_switches, megabytes, proc_field, process_tree, pss_kib, python3, rss_kib,
+    spawn_and_wait, threads, which,
 };
 use common::runbook::{ThreeCalls, threaded_throughput};
 use common::server::{Server, get_json};
@@ -84,6 +85,8 @@ const BASELINE_WORKERS: usize = 64;
 
 /// How long a process sits idle before its memory is read.
 const SETTLE: Duration = Duration::from_secs(5);
+/// How long an idle process's wake-ups are counted, after [`SETTLE`].
+const WAKEUP_WINDOW: Duration = Duration::from_secs(5);
 const WAITING_RUNS: usize = 1_000;
 /// Python processes actually started for the 1,000-waiting baseline; the sum is scaled up.
 const PYTHON_WAITING_SAMPLE: usize = 100;
@@ -704,6 +707,7 @@ async fn idle(python: Option<&str>, report: &mut Report) -> PathBuf {
     let dir = scratch("suite-idle");
     let config = write_site(&dir, receiver.port(), "", None);
     let mut idle_rss = Vec::new();
+    let mut wakeups = None;
     for _ in ["cold", "cached"] {
         let mut server = Server::runloom(&config, &dir.join("stderr.log"));
         server.ready(&http).await;
@@ -716,6 +720,7 @@ async fn idle(python: Option<&str>, report: &mut Report) -> PathBuf {
             field("RssFile:"),
             field("Threads:"),
         ));
+        wakeups = Some(wakeups_per_second(pid).await);
         server.terminate().await;
     }
     let cache = scratch("suite-cache");
@@ -732,8 +737,9 @@ async fn idle(python: Option<&str>, report: &mut Report) -> PathBuf {
             r.server.ready(&http).await;
             tokio::time::sleep(SETTLE).await;
             let rss = rss_kib(r.server.pid()).unwrap();
+            let wakeups = wakeups_per_second(r.server.pid()).await;
             r.server.terminate().await;
-            Some(rss)
+            Some((rss, wakeups))
         }
         None => None,
     };
@@ -741,6 +747,7 @@ async fn idle(python: Option<&str>, report: &mut Report) -> PathBuf {
     let [(cold, cold_anon, _, _), (warm, anon, file, threads)] = idle_rss[..] else {
         unreachable!()
     };
+    let wakeups = wakeups.expect("measured after the restart");
     report.note(format!(
         "idle: `runloom serve` (SQLite store, the {} standard plugins, one runbook), VmRSS {} \
          s after /healthz answered. Restarted (compiled cache): {} = {} file-backed (the \
@@ -748,7 +755,8 @@ async fn idle(python: Option<&str>, report: &mut Report) -> PathBuf {
          anonymous, {threads} threads. After its first start, which compiled every plugin: {} \
          ({} anonymous: the compiler's freed memory stays in the allocator's arenas). The \
          Python column is the baseline receiver's VmRSS; the shell column has no resident \
-         process",
+         process. Idle wake-ups: context switches of all the process's threads over {} s \
+         after those {} s, per second",
         runloom::builtin::standard_plugins().len(),
         SETTLE.as_secs(),
         mb(warm),
@@ -756,12 +764,14 @@ async fn idle(python: Option<&str>, report: &mut Report) -> PathBuf {
         mb(anon),
         mb(cold),
         mb(cold_anon),
+        WAKEUP_WINDOW.as_secs(),
+        SETTLE.as_secs(),
     ));
     report.row(
         "idle RSS (compiled cache)",
         mb(warm),
         None,
-        py.map(mb),
+        py.map(|(rss, _)| mb(rss)),
         "≤ 30 MB",
         Some(megabytes(warm) <= 30.0),
     );
@@ -769,11 +779,27 @@ async fn idle(python: Option<&str>, report: &mut Report) -> PathBuf {
         "idle RSS after the first start (compiling)",
         mb(cold),
         None,
-        py.map(mb),
+        py.map(|(rss, _)| mb(rss)),
         "≤ 30 MB",
         Some(megabytes(cold) <= 30.0),
     );
+    report.row(
+        "idle wake-ups per second (compiled cache)",
+        format!("{wakeups:.1}/s"),
+        None,
+        py.map(|(_, w)| format!("{w:.1}/s")),
+        "—",
+        None,
+    );
     cache
+}
+
+/// Context switches per second of the idle process `pid` over [`WAKEUP_WINDOW`].
+async fn wakeups_per_second(pid: u32) -> f64 {
+    let before = context_switches(pid).unwrap();
+    tokio::time::sleep(WAKEUP_WINDOW).await;
+    let after = context_switches(pid).unwrap();
+    (after - before) as f64 / WAKEUP_WINDOW.as_secs_f64()
 }
 
 async fn waiting(python: Option<&str>, cache: &Path, report: &mut Report) {

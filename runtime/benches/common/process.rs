@@ -79,6 +79,21 @@ pub(crate) fn threads(pid: u32) -> Option<u64> {
     proc_field(pid, "status", "Threads:")
 }
 
+/// Times the threads of `pid` have been switched off a CPU so far (voluntarily, to wait, and
+/// preempted), summed: the difference over an idle spell counts its wake-ups.
+pub(crate) fn context_switches(pid: u32) -> Option<u64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut sum = 0;
+    for task in tasks.flatten() {
+        let tid = task.file_name();
+        let tid = tid.to_string_lossy();
+        for field in ["voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:"] {
+            sum += proc_field(pid, &format!("task/{tid}/status"), field).unwrap_or(0);
+        }
+    }
+    Some(sum)
+}
+
 /// `pid` and every process below it.
 pub(crate) fn process_tree(pid: u32) -> Vec<u32> {
     let mut all = vec![pid];

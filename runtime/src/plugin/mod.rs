@@ -15,6 +15,7 @@
 
 mod bindings;
 mod cache;
+mod epoch;
 mod exec;
 mod host;
 mod outgoing;
@@ -25,6 +26,7 @@ mod tls;
 
 use crate::grant::{Denial, DirMode, Grants};
 use anyhow::Context as _;
+use epoch::{Awake, EPOCH_TICK, EpochClock};
 use host::{CallEnv, Denials, Egress, HostState, Limiter};
 use serde::Serialize;
 use std::borrow::Cow;
@@ -47,8 +49,6 @@ pub const WIT_VERSION: &str = "0.1.0";
 /// Interface every plugin exports.
 const HANDLER_INTERFACE: &str = "runloom:plugin/handler";
 
-/// How often the engine's epoch advances; the granularity of call deadlines.
-const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// Deadline for `describe` at load time.
 const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -573,6 +573,8 @@ pub struct PluginHost {
 
 struct HostInner {
     engine: Engine,
+    /// Advances the engine's epoch while guests may run.
+    epoch: EpochClock,
     linker: Linker<HostState>,
     runbook_linker: Linker<runbook::RunbookState>,
     cache: cache::Cache,
@@ -609,7 +611,7 @@ impl PluginHost {
         bindings::system::add_to_linker::<HostState, Own>(&mut linker, |s| s)?;
         bindings::tls::add_to_linker::<HostState, Own>(&mut linker, |s| s)?;
         let runbook_linker = runbook::linker(&engine)?;
-        start_epoch_ticker(&engine);
+        let epoch = EpochClock::start(&engine, EPOCH_TICK, epoch::IDLE_AFTER);
         let cache = cache::Cache::new(config.cache_dir.clone(), config.compiler.clone(), &engine);
         let slots = tokio::sync::Semaphore::new(config.max_concurrent_calls.max(1) as usize);
         let body_slots =
@@ -617,6 +619,7 @@ impl PluginHost {
         Ok(Self {
             inner: Arc::new(HostInner {
                 engine,
+                epoch,
                 linker,
                 runbook_linker,
                 cache,
@@ -886,7 +889,7 @@ impl PluginHost {
         };
         let mut store = Store::new(&self.inner.engine, state);
         store.limiter(|s| &mut s.limiter);
-        arm_epochs(&mut store, deadline, || None);
+        arm_epochs(&mut store, self.inner.epoch.awake(), deadline, || None);
         Ok(store)
     }
 
@@ -949,14 +952,17 @@ impl PluginHost {
 
 /// Interrupt the guest in `store` at the first epoch tick past `deadline`, or with the error
 /// `interrupt` returns (it is asked at every tick). Until then, yield to tokio at every tick:
-/// a timeout around the call can fire and other tasks get the thread.
+/// a timeout around the call can fire and other tasks get the thread. The store keeps the
+/// clock `awake` until it is dropped.
 fn arm_epochs<T: 'static>(
     store: &mut Store<T>,
+    awake: Awake,
     deadline: Instant,
     interrupt: impl Fn() -> Option<wasmtime::Error> + Send + Sync + 'static,
 ) {
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(move |_| {
+        let _ticking = &awake;
         if Instant::now() >= deadline {
             return Err(wasmtime::Error::new(DeadlinePassed));
         }
@@ -1220,21 +1226,4 @@ fn build_engine(config: &HostConfig, pooling: bool) -> anyhow::Result<Engine> {
     Engine::new(&c)
         .map_err(anyhow::Error::from)
         .context("configuring the WebAssembly engine")
-}
-
-/// Advance the engine's epoch every [`EPOCH_TICK`] until the engine is dropped.
-fn start_epoch_ticker(engine: &Engine) {
-    let weak = engine.weak();
-    let spawned = std::thread::Builder::new()
-        .name("runloom-epoch".into())
-        .spawn(move || {
-            while let Some(engine) = weak.upgrade() {
-                engine.increment_epoch();
-                drop(engine);
-                std::thread::sleep(EPOCH_TICK);
-            }
-        });
-    if let Err(e) = spawned {
-        tracing::error!(error = %e, "cannot start the epoch thread; plugin deadlines will not fire");
-    }
 }

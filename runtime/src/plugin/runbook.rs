@@ -9,8 +9,9 @@
 //! no environment; outgoing HTTP is linked (toolchains import it) but every request is denied.
 //! It reaches the world only through `engine` calls, which the executor checks and records.
 
+use super::epoch::EPOCH_TICK;
 use super::host::{self, Denials, Egress, Limiter};
-use super::{DeadlinePassed, EPOCH_TICK, LoadError, PluginHost};
+use super::{DeadlinePassed, LoadError, PluginHost};
 use crate::grant::Grants;
 use crate::runbook::api::{self, BodyError, CallOptions, Level, RunApi};
 use std::fmt::Write as _;
@@ -242,7 +243,7 @@ impl RunbookComponent {
         };
         let mut store = Store::new(&host.inner.engine, state);
         store.limiter(|s| &mut s.limiter);
-        super::arm_epochs(&mut store, deadline, move || {
+        super::arm_epochs(&mut store, host.inner.epoch.awake(), deadline, move || {
             api.is_cancelled()
                 .then(|| wasmtime::Error::new(RunCancelled))
         });
