@@ -69,7 +69,7 @@ fn spin_forever_is_interrupted_after_the_host_sat_idle() {
     // The call runs on a thread of its own, so a guest never interrupted fails this test
     // instead of hanging it.
     let (done, outcome) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
+    let worker = std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -82,13 +82,21 @@ fn spin_forever_is_interrupted_after_the_host_sat_idle() {
             let result = host
                 .call(&plugin, with_timeout(Duration::from_millis(500)))
                 .await;
-            let _ = done.send((result.map(|_| ()), started.elapsed()));
+            let took = started.elapsed();
             host_still_works(&host).await;
+            let _ = done.send((result.map(|_| ()), took));
         });
     });
-    let (result, took) = outcome
-        .recv_timeout(Duration::from_secs(30))
-        .expect("the spinning guest was never interrupted");
+    let (result, took) = match outcome.recv_timeout(Duration::from_secs(30)) {
+        Ok(outcome) => outcome,
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            std::panic::resume_unwind(worker.join().unwrap_err())
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("the spinning guest was never interrupted")
+        }
+    };
+    worker.join().unwrap();
     let err = result.unwrap_err();
     assert!(matches!(err, CallError::Timeout { .. }), "{err}");
     assert!(took < Duration::from_millis(2500), "ended late: {took:?}");
