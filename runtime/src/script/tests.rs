@@ -1181,3 +1181,35 @@ async fn scripts_resume_on_any_worker_thread() {
         assert_eq!(within_a_minute(run).await.unwrap(), Ok(json!(n * 50 + 10)));
     }
 }
+
+/// The deepest a script can go within its limits: every function level (64, counting the
+/// closures `step` runs) nested as deep in expressions as the parser allows, and a host call
+/// at the bottom with data nested almost as deep as a value may be. It must end normally: a
+/// script stack too small for it would crash the whole node (a debug build needs more than
+/// 512 KiB and less than 1 MiB of the 2 MiB stack).
+#[tokio::test]
+async fn the_deepest_script_the_limits_allow_fits_its_stack() {
+    let (open, close) = ("(".repeat(10), ")".repeat(10));
+    let script = |levels: u32| {
+        format!(
+            "fn deep(d) {{ let m = #{{}}; for i in 0..d {{ m = #{{ a: m }}; }} m }}\n\
+             fn f(n) {{\n  if n <= 0 {{ return call(\"p\", \"a\", #{{ x: deep(120) }}); }}\n  \
+             step(`s${{n}}`, || {open}f(n - 1){close})\n}}\n\
+             f({levels})\n"
+        )
+    };
+    let out = run_alone(&script(20))
+        .await
+        .expect("the deepest script within the limits runs");
+    assert_eq!(
+        out["input"]["x"]["a"]["a"],
+        serde_json::json!({"a": out["input"]["x"]["a"]["a"]["a"]})
+    );
+    // One level more is over `max_call_levels`: the script above is the deepest allowed.
+    let message = failed_message(run_alone(&script(21)).await, "script");
+    assert!(message.contains("max_call_levels"), "{message}");
+
+    let plain =
+        format!("fn f(n) {{\n  if n <= 0 {{ return 1; }}\n  {open}f(n - 1){close}\n}}\nf(62)\n");
+    assert_eq!(run_alone(&plain).await.unwrap(), serde_json::json!(1));
+}
