@@ -154,8 +154,8 @@ fn measure(
         return Err(EvalAltResult::ErrorDataTooLarge(NESTING.to_string(), Position::NONE).into());
     }
     if value.is_shared() {
-        // Locked only while this very thread is inside a method call on it; skip it this
-        // time rather than wait.
+        // Locked only while this very script is inside a method call on it; skip it this
+        // time (the patched Rhai answers at once instead of sleeping: vendor/README.md).
         let Some(inner) = value.read_lock::<Dynamic>() else {
             return Ok(depth);
         };

@@ -1213,3 +1213,21 @@ async fn the_deepest_script_the_limits_allow_fits_its_stack() {
         format!("fn f(n) {{\n  if n <= 0 {{ return 1; }}\n  {open}f(n - 1){close}\n}}\nf(62)\n");
     assert_eq!(run_alone(&plain).await.unwrap(), serde_json::json!(1));
 }
+
+/// Reading a value inside the callback of a method running on that same value is a data race
+/// that Rhai reports as an error. It must report it at once: upstream Rhai first sleeps the
+/// thread for up to 50 ms, and a script runs on an async worker thread shared with other
+/// tasks (vendor/README.md). 200 races fit easily in a 3 s deadline; sleeping, they took
+/// over 10 s.
+#[tokio::test]
+async fn a_script_re_entering_its_own_value_never_sleeps_the_thread() {
+    let api = Arc::new(FakeApi::new().deadline_in(Duration::from_secs(3)));
+    let source = "let a = [1, 2, 3];\nlet keep = || a;\nlet races = 0;\n\
+                  for i in 0..200 {\n  try { a.map(|x| a.len()); } catch { races += 1; }\n}\n\
+                  races\n";
+    let out = within_a_minute(run(source, &api)).await;
+    assert_eq!(
+        out.expect("the script ends before its deadline"),
+        serde_json::json!(200)
+    );
+}
