@@ -252,6 +252,24 @@ impl<T> Fiber<T> {
     }
 }
 
+impl<T> Drop for Fiber<T> {
+    /// A body dropped before it ended (its run was cancelled or dropped) is unwound here, and
+    /// its stack kept for the next run.
+    fn drop(&mut self) {
+        let Some(coroutine) = self.coroutine.as_mut() else {
+            return;
+        };
+        // A body that catches the unwinding and then panics on its own ends with that panic;
+        // it stops here: raised from the coroutine's own drop it would abort the process.
+        if std::panic::catch_unwind(AssertUnwindSafe(|| coroutine.force_unwind())).is_err() {
+            tracing::warn!("a dropped script panicked while it was unwound");
+        }
+        if coroutine.done() {
+            self.finish();
+        }
+    }
+}
+
 /// Where the [`CANARY`] of `stack` lives: the last word below its top [`KEEP_RESIDENT`]
 /// bytes (a stack grows down from its base), well above its guard page.
 fn canary_of(stack: &DefaultStack) -> *mut u64 {
@@ -284,6 +302,31 @@ fn trim_if_deep(stack: &DefaultStack) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A run dropped while its body waits is unwound; a body that catches the unwinding and
+    /// then panics on its own must not abort the process (corosensei aborts on a panic out
+    /// of its own drop).
+    #[test]
+    fn a_dropped_body_that_panics_while_unwound_does_not_abort() {
+        let unwound = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen = Arc::clone(&unwound);
+        let fiber = Fiber::new(move |suspender: Arc<Suspender>| {
+            let waited = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                suspender.wait(std::future::pending::<()>());
+            }));
+            seen.store(waited.is_err(), std::sync::atomic::Ordering::SeqCst);
+            panic!("the body's own panic, raised while it is dropped");
+        })
+        .unwrap();
+        let mut fiber = Box::pin(fiber);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(fiber.as_mut().poll(&mut cx).is_pending());
+        drop(fiber);
+        assert!(
+            unwound.load(std::sync::atomic::Ordering::SeqCst),
+            "the waiting body was unwound"
+        );
+    }
 
     /// A spare stack keeps its top; what a deep body wrote below it is given back, and the
     /// canary is set again for the next body.
