@@ -23,6 +23,11 @@
 //! future there: that is what the `unsafe impl Send` below relies on, and why nothing
 //! running on a script stack may keep a reference to a thread-local across a host call.
 
+// A dropped run's body is unwound off its stack; with `panic = "abort"` that would abort the
+// whole process instead.
+#[cfg(panic = "abort")]
+compile_error!("script fibers need `panic = \"unwind\"`: a dropped run is unwound");
+
 use std::cell::UnsafeCell;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
