@@ -51,9 +51,11 @@ const STACK_SIZE: usize = 2 << 20;
 /// a page fault per page it touches and `munmap` (with a TLB shootdown) when it goes.
 const SPARE_STACKS: usize = 128;
 
-/// The top of a spare stack that stays in memory. A body that went deeper (its stack
-/// overwrote the [`CANARY`] just below) has the rest given back when it ends, so a spare
-/// holds about this much whatever ran on it. A run of the shipped runbooks uses less (its
+/// The top of a spare stack that stays in memory. A body that went deeper has the rest given
+/// back when it ends, so a spare holds about this much whatever ran on it. Deeper means: its
+/// lowest stack address seen (at each operation of the script and each wait) was below this
+/// top, or it overwrote the [`CANARY`] just below it (one frame that spans the canary without
+/// writing it, and pages below touched between two marks, could escape either check alone). A run of the shipped runbooks uses less (its
 /// plugin calls run on wasmtime's own stacks).
 const KEEP_RESIDENT: usize = 256 << 10;
 
@@ -83,6 +85,8 @@ struct State {
     context: *mut Context<'static>,
     /// When the current poll resumed the body.
     resumed_at: Instant,
+    /// The lowest stack address the body was seen at ([`Suspender::mark_depth`]).
+    lowest: usize,
 }
 
 // SAFETY: see the module documentation and `Suspender`: the state is only ever read or
@@ -99,6 +103,7 @@ impl Suspender {
                 yielder: ptr::null(),
                 context: ptr::null_mut(),
                 resumed_at: Instant::now(),
+                lowest: usize::MAX,
             }),
         }
     }
@@ -110,6 +115,7 @@ impl Suspender {
     ///
     /// Called outside a body running in a [`Fiber`]: a bug in the engine.
     pub(super) fn wait<F: Future>(&self, future: F) -> F::Output {
+        self.mark_depth();
         let mut future = std::pin::pin!(future);
         loop {
             // SAFETY: called on the body's stack while it runs (the only caller), so the
@@ -126,6 +132,17 @@ impl Suspender {
             // unwinds the body).
             self.suspend();
         }
+    }
+
+    /// Note how deep the body's stack is here (called at every operation of the script): a
+    /// body that went below the kept top of its stack has the rest given back when it ends.
+    #[inline]
+    pub(super) fn mark_depth(&self) {
+        let here = 0u8;
+        let address = ptr::from_ref(std::hint::black_box(&here)) as usize;
+        // SAFETY: as in `wait`.
+        let state = unsafe { &mut *self.state.get() };
+        state.lowest = state.lowest.min(address);
     }
 
     /// Give the worker thread up if the body has run for its [`TIME_SLICE`] since the last
@@ -248,7 +265,8 @@ impl<T> Fiber<T> {
             return;
         };
         let stack = coroutine.into_stack();
-        trim_if_deep(&stack);
+        // SAFETY: the body has ended: nothing else touches the state.
+        trim_if_deep(&stack, unsafe { (*self.suspender.state.get()).lowest });
         if let Ok(mut spare) = STACKS.lock()
             && spare.len() < SPARE_STACKS
         {
@@ -286,15 +304,16 @@ fn set_canary(stack: &DefaultStack) {
     unsafe { canary_of(stack).write_volatile(CANARY) };
 }
 
-/// If the body that ran on `stack` went below its top [`KEEP_RESIDENT`] bytes, give those
-/// pages back (pages never touched cost nothing) and set the canary again.
-fn trim_if_deep(stack: &DefaultStack) {
-    // SAFETY: as in `set_canary`.
-    if unsafe { canary_of(stack).read_volatile() } == CANARY {
-        return;
-    }
+/// If the body that ran on `stack` went below its top [`KEEP_RESIDENT`] bytes (its `lowest`
+/// address seen, or the canary), give those pages back (pages never touched cost nothing)
+/// and set the canary again.
+fn trim_if_deep(stack: &DefaultStack, lowest: usize) {
     let low = stack.limit().get();
     let keep_from = stack.base().get() - KEEP_RESIDENT;
+    // SAFETY: as in `set_canary`.
+    if lowest >= keep_from && unsafe { canary_of(stack).read_volatile() } == CANARY {
+        return;
+    }
     if let Some(start) = ptr::NonNull::new(low as *mut std::ffi::c_void) {
         // SAFETY: the range lies inside the stack's own mapping (guard page included), and no
         // body runs on it: its contents are not needed, and pages read back zero-filled.
@@ -333,6 +352,41 @@ mod tests {
         );
     }
 
+    /// The lowest stack address a body marks is where it went, and its stack is trimmed for
+    /// it: the body here recurses 400 KiB deep and marks the depth only at the bottom.
+    #[test]
+    fn a_body_s_marked_depth_is_the_lowest_it_went() {
+        #[inline(never)]
+        fn descend(suspender: &Suspender, levels: usize) -> u8 {
+            let frame = std::hint::black_box([levels as u8; 1024]);
+            if levels == 0 {
+                suspender.mark_depth();
+                return frame[0];
+            }
+            descend(suspender, levels - 1).wrapping_add(frame[1])
+        }
+        let kept = Arc::new(Mutex::new(None));
+        let seen = Arc::clone(&kept);
+        let fiber = Fiber::new(move |suspender: Arc<Suspender>| {
+            let top = 0u8;
+            let top = ptr::from_ref(std::hint::black_box(&top)) as usize;
+            descend(&suspender, 400);
+            *seen.lock().unwrap() = Some((top, Arc::clone(&suspender)));
+        })
+        .unwrap();
+        let mut fiber = Box::pin(fiber);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(fiber.as_mut().poll(&mut cx).is_ready());
+        let (top, suspender) = kept.lock().unwrap().take().unwrap();
+        // SAFETY: the body has ended.
+        let lowest = unsafe { (*suspender.state.get()).lowest };
+        assert!(
+            top - lowest >= 400 * 1024,
+            "marked {} KiB below the top",
+            (top - lowest) / 1024
+        );
+    }
+
     /// A spare stack keeps its top; what a deep body wrote below it is given back, and the
     /// canary is set again for the next body.
     #[test]
@@ -344,7 +398,7 @@ mod tests {
         // SAFETY: both words lie inside the stack's writable mapping; nothing runs on it.
         unsafe {
             top.write_volatile(7);
-            trim_if_deep(&stack);
+            trim_if_deep(&stack, top as usize);
             assert_eq!(
                 top.read_volatile(),
                 7,
@@ -352,10 +406,16 @@ mod tests {
             );
             deep.write_volatile(9);
             canary_of(&stack).write_volatile(0);
-            trim_if_deep(&stack);
+            trim_if_deep(&stack, top as usize);
             assert_eq!(deep.read_volatile(), 0, "the deep page was given back");
             assert_eq!(top.read_volatile(), 7, "the top stays");
             assert_eq!(canary_of(&stack).read_volatile(), CANARY);
+
+            // A body seen that deep, its canary intact (a frame spanned it unwritten).
+            deep.write_volatile(9);
+            trim_if_deep(&stack, deep as usize);
+            assert_eq!(deep.read_volatile(), 0, "the deep page was given back");
+            assert_eq!(top.read_volatile(), 7, "the top stays");
         }
     }
 }

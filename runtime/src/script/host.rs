@@ -61,6 +61,7 @@ pub(super) fn attach(engine: &mut Engine, run: RunContext) {
     let api = Arc::clone(&run.api);
     let fiber = Arc::clone(&run.fiber);
     engine.on_progress(move |operations| {
+        fiber.mark_depth();
         if !operations.is_multiple_of(PROGRESS_CHECK_INTERVAL) {
             None
         } else if api.is_cancelled() || fiber.abandoned() {
