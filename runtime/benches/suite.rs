@@ -708,7 +708,7 @@ async fn idle(python: Option<&str>, report: &mut Report) -> PathBuf {
     let config = write_site(&dir, receiver.port(), "", None);
     let mut idle_rss = Vec::new();
     let mut wakeups = None;
-    for _ in ["cold", "cached"] {
+    for start in ["cold", "cached"] {
         let mut server = Server::runloom(&config, &dir.join("stderr.log"));
         server.ready(&http).await;
         tokio::time::sleep(SETTLE).await;
@@ -720,7 +720,9 @@ async fn idle(python: Option<&str>, report: &mut Report) -> PathBuf {
             field("RssFile:"),
             field("Threads:"),
         ));
-        wakeups = Some(wakeups_per_second(pid).await);
+        if start == "cached" {
+            wakeups = Some(wakeups_per_second(pid).await);
+        }
         server.terminate().await;
     }
     let cache = scratch("suite-cache");

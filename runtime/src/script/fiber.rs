@@ -54,9 +54,9 @@ const SPARE_STACKS: usize = 128;
 /// The top of a spare stack that stays in memory. A body that went deeper has the rest given
 /// back when it ends, so a spare holds about this much whatever ran on it. Deeper means: its
 /// lowest stack address seen (at each operation of the script and each wait) was below this
-/// top, or it overwrote the [`CANARY`] just below it (one frame that spans the canary without
-/// writing it, and pages below touched between two marks, could escape either check alone). A run of the shipped runbooks uses less (its
-/// plugin calls run on wasmtime's own stacks).
+/// top, or it overwrote the [`CANARY`] just below it (a frame that spans the canary without
+/// writing it, or pages touched between two marks, could escape either check alone). A run
+/// of the shipped runbooks uses less (its plugin calls run on wasmtime's own stacks).
 const KEEP_RESIDENT: usize = 256 << 10;
 
 /// Written just below a stack's [`KEEP_RESIDENT`] top; found overwritten when a body ends,
@@ -352,8 +352,8 @@ mod tests {
         );
     }
 
-    /// The lowest stack address a body marks is where it went, and its stack is trimmed for
-    /// it: the body here recurses 400 KiB deep and marks the depth only at the bottom.
+    /// The lowest stack address a body marks is where it went (what `finish` trims by): the
+    /// body here recurses 400 KiB deep and marks the depth only at the bottom.
     #[test]
     fn a_body_s_marked_depth_is_the_lowest_it_went() {
         #[inline(never)]
