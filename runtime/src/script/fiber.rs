@@ -145,6 +145,13 @@ impl Suspender {
         state.lowest = state.lowest.min(address);
     }
 
+    /// The lowest stack address marked so far (`usize::MAX`: none), for tests.
+    #[cfg(test)]
+    pub(super) fn lowest_marked(&self) -> usize {
+        // SAFETY: read by the test after the body ended or from the body itself.
+        unsafe { (*self.state.get()).lowest }
+    }
+
     /// Give the worker thread up if the body has run for its [`TIME_SLICE`] since the last
     /// poll (`now` is the time): wake the task at once and suspend, so other tasks run first.
     pub(super) fn yield_if_due(&self, now: Instant) {
