@@ -30,13 +30,26 @@ fn bench_plugin_call() -> Sample {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let calls = common::plugin::warm_calls(&rt, plugin::WARMUP, plugin::ITERS);
-    for (why, n) in common::plugin::slower_than(&calls, plugin::NEVER_ABOVE) {
+    let calls = plugin::warm_calls(&rt, plugin::WARMUP, plugin::ITERS);
+    for (why, n) in plugin::slower_than(&calls, plugin::NEVER_ABOVE) {
         println!(
             "{n} calls above 50 µs; the calling thread {}",
             why.describe()
         );
     }
+    for line in plugin::describe_slow(&calls, plugin::NEVER_ABOVE) {
+        println!("  {line}");
+    }
+    let cpu = Sample::new(
+        "the calling thread's CPU time per call",
+        calls.iter().map(|c| c.cpu).collect(),
+    );
+    println!(
+        "the calling thread's CPU time per call: p50 {:.1} µs, p99 {:.1} µs, max {:.1} µs",
+        cpu.percentile(50.0).as_secs_f64() * 1e6,
+        cpu.percentile(99.0).as_secs_f64() * 1e6,
+        cpu.percentile(100.0).as_secs_f64() * 1e6,
+    );
     Sample::new(
         "plugin call (hello.greet)",
         calls.iter().map(|c| c.took).collect(),

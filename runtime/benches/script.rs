@@ -10,6 +10,8 @@
 //! - the same where each call waits once before it answers (`yield_now`), as a real plugin
 //!   call waits for its instance or its I/O: the script is suspended and resumed three times;
 //! - a run of a script that makes no host call: the fixed cost of a run;
+//! - a run of a loop of 1,000 additions, no host call: the per-operation cost, the
+//!   progress hook's included;
 //! - compiling the 3-call script, which happens once per runbook load, not per run;
 //! - for scale, a bare `spawn_blocking` round trip: the hop each run made when scripts ran on
 //!   tokio's blocking pool (until the ninth round in BENCHMARKS.md).
@@ -44,6 +46,11 @@ let after = call("disk-check", "usage", #{ path: params.path });
 "#;
 
 const NO_CALL: &str = "let x = 1; x + 1";
+
+/// Operations and nothing else: the progress hook runs at every one of them (it marks the
+/// stack's depth each time and looks at the clock every few hundred), so this is what the
+/// hook costs a script that computes rather than calls.
+const LOOP: &str = "let s = 0; for i in 0..1000 { s += i; } s";
 
 /// A [`RunApi`] that answers at once (or after one `yield_now`), so the figures are the
 /// script layer's own.
@@ -190,6 +197,10 @@ fn main() {
         Sample::new(
             "run, no host call",
             bench_runs(&rt, NO_CALL, json!(2), false),
+        ),
+        Sample::new(
+            "run, a loop of 1,000 additions",
+            bench_runs(&rt, LOOP, json!(499_500), false),
         ),
         Sample::new("compile (once per load)", bench_compile()),
         Sample::new("spawn_blocking round trip", bench_spawn_blocking(&rt)),

@@ -240,6 +240,8 @@ fn plugin_calls(rt: &tokio::runtime::Runtime, python: Option<&str>, report: &mut
     let timed = plugin::warm_calls(rt, plugin::WARMUP, plugin::ITERS);
     let slow = plugin::slower_than(&timed, plugin::NEVER_ABOVE);
     let above: usize = slow.iter().map(|(_, n)| n).sum();
+    let (above_on_cpu, most_cpu) = plugin::own_cpu(&timed, plugin::NEVER_ABOVE);
+    let cpu = Sample::new("plugin call CPU", timed.iter().map(|c| c.cpu).collect());
     let calls = Sample::new("plugin call", timed.iter().map(|c| c.took).collect());
     let shell = Sample::new(
         "sh -c true",
@@ -274,6 +276,15 @@ fn plugin_calls(rt: &tokio::runtime::Runtime, python: Option<&str>, report: &mut
             format!(" (the calling thread: {})", why.join(", "))
         }
     ));
+    report.note(format!(
+        "the calling thread's CPU time per call (CLOCK_THREAD_CPUTIME_ID: the call's own work \
+         and any interrupt on its CPU, not time preempted or stolen): p50 {}, p99 {}, max {}; \
+         the calls above 50 µs: {}",
+        micros(cpu.percentile(50.0)),
+        micros(cpu.percentile(99.0)),
+        micros(most_cpu),
+        plugin::describe_slow(&timed, plugin::NEVER_ABOVE).join("; ")
+    ));
     let pct = |s: &Sample, p: f64| millis(s.percentile(p));
     report.row(
         "warm plugin call p50",
@@ -298,6 +309,14 @@ fn plugin_calls(rt: &tokio::runtime::Runtime, python: Option<&str>, report: &mut
         None,
         "never above 50 µs",
         Some(above == 0),
+    );
+    report.row(
+        "… of them above 50 µs of the calling thread's CPU time",
+        format!("{above_on_cpu} of {above}"),
+        None,
+        None,
+        "—",
+        None,
     );
     let ratio = |s: &Sample| s.percentile(50.0).as_secs_f64() / p50.as_secs_f64();
     let shell_ratio = ratio(&shell);

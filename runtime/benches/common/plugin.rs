@@ -26,6 +26,11 @@ pub(crate) fn standard_plugin(name: &str) -> &'static [u8] {
 pub(crate) struct Call {
     /// Call → result.
     pub(crate) took: Duration,
+    /// The calling thread's CPU time meanwhile (`CLOCK_THREAD_CPUTIME_ID`): the call's own
+    /// work, without the time the thread was preempted or the hypervisor ran something else
+    /// (steal time is accounted apart), but with any interrupt handled on its CPU (kernels
+    /// without `CONFIG_IRQ_TIME_ACCOUNTING` charge that to the running thread).
+    pub(crate) cpu: Duration,
     /// What the operating system did to the calling thread meanwhile.
     pub(crate) disturbed: Disturbance,
 }
@@ -101,6 +106,21 @@ impl ThreadCounters {
     }
 }
 
+/// The calling thread's CPU clock.
+fn thread_cpu_time() -> Duration {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one `timespec` into the value it is given.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+    Duration::new(
+        u64::try_from(now.tv_sec).unwrap_or(0),
+        u32::try_from(now.tv_nsec).unwrap_or(0),
+    )
+}
+
 /// `iters` timed calls of `hello.greet` after `warmup` untimed ones, one at a time inside a
 /// task on `rt` (so they run on a worker thread, as a server's request handler would).
 pub(crate) fn warm_calls(rt: &tokio::runtime::Runtime, warmup: usize, iters: usize) -> Vec<Call> {
@@ -123,11 +143,17 @@ pub(crate) fn warm_calls(rt: &tokio::runtime::Runtime, warmup: usize, iters: usi
             let mut calls = Vec::with_capacity(iters);
             for _ in 0..iters {
                 let before = ThreadCounters::now();
+                let cpu_before = thread_cpu_time();
                 let start = Instant::now();
                 let out = call().await;
                 let took = start.elapsed();
+                let cpu = thread_cpu_time().saturating_sub(cpu_before);
                 let disturbed = before.since(ThreadCounters::now());
-                calls.push(Call { took, disturbed });
+                calls.push(Call {
+                    took,
+                    cpu,
+                    disturbed,
+                });
                 out.expect("greet");
             }
             calls
@@ -148,4 +174,31 @@ pub(crate) fn slower_than(calls: &[Call], limit: Duration) -> Vec<(Disturbance, 
     }
     counts.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
     counts
+}
+
+/// Of the calls slower than `limit` (wall clock), how many also spent more than `limit` of
+/// the calling thread's CPU time, and the most CPU time any call spent.
+pub(crate) fn own_cpu(calls: &[Call], limit: Duration) -> (usize, Duration) {
+    let slow_on_cpu = calls
+        .iter()
+        .filter(|c| c.took > limit && c.cpu > limit)
+        .count();
+    let most = calls.iter().map(|c| c.cpu).max().unwrap_or_default();
+    (slow_on_cpu, most)
+}
+
+/// Each call slower than `limit`, one line: its wall time, its CPU time, what disturbed it.
+pub(crate) fn describe_slow(calls: &[Call], limit: Duration) -> Vec<String> {
+    calls
+        .iter()
+        .filter(|c| c.took > limit)
+        .map(|c| {
+            format!(
+                "{:.1} µs, {:.1} µs on its CPU, {}",
+                c.took.as_secs_f64() * 1e6,
+                c.cpu.as_secs_f64() * 1e6,
+                c.disturbed.describe()
+            )
+        })
+        .collect()
 }
