@@ -32,7 +32,7 @@ fn cron_runbook(schedule: &str, extra: &str) -> String {
 
 /// A scratch directory as [`node_dir`] makes it, with the shared compiled-plugin cache
 /// present (a node compiles every standard plugin without it).
-fn scratch(runbooks: &[(&str, &str, &str)]) -> std::path::PathBuf {
+fn scratch(runbooks: &[(&str, &str, &str)]) -> crate::scratch::ScratchDir {
     std::fs::create_dir_all(cache_dir()).unwrap();
     node_dir("", runbooks, &[])
 }

@@ -178,13 +178,13 @@ static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0)
 
 /// A scratch directory for a node: `runloom.toml` (with `extra` appended; `{dir}` replaced),
 /// `runbooks/<name>/{runbook.toml,main.rhai}`, and `fixtures` copied into the plugin directory.
-pub(crate) fn node_dir(extra: &str, runbooks: &[(&str, &str, &str)], fixtures: &[&str]) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "runloom-node-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
+/// Removed when dropped.
+pub(crate) fn node_dir(
+    extra: &str,
+    runbooks: &[(&str, &str, &str)],
+    fixtures: &[&str],
+) -> crate::scratch::ScratchDir {
+    let dir = crate::scratch::ScratchDir::new("runloom-node");
     std::fs::create_dir_all(dir.join("data/plugins")).unwrap();
     for f in fixtures {
         std::fs::copy(
