@@ -91,8 +91,9 @@ async fn prometheus() -> SocketAddr {
 
 struct OneSecret;
 
+#[async_trait::async_trait]
 impl SecretSource for OneSecret {
-    fn get(&self, name: &str) -> Option<String> {
+    async fn get(&self, name: &str) -> Option<String> {
         (name == "prometheus-token").then(|| TOKEN.to_string())
     }
 }

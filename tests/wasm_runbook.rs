@@ -125,7 +125,7 @@ impl RunApi for TestApi {
         self.logs.lock().unwrap().push((level, message.to_string()));
     }
 
-    fn secret(&self, name: &str) -> Result<String, StepError> {
+    async fn secret(&self, name: &str) -> Result<String, StepError> {
         Err(StepError::new(
             "denied",
             "runbook",

@@ -77,7 +77,7 @@ impl RunApi for TrivialApi {
         Ok(())
     }
     fn log(&self, _: Level, _: &str) {}
-    fn secret(&self, name: &str) -> Result<String, StepError> {
+    async fn secret(&self, name: &str) -> Result<String, StepError> {
         Err(StepError::new(
             "denied",
             "runbook",

@@ -154,11 +154,12 @@ pub enum SecretRef {
 }
 
 impl SecretRef {
-    /// The current value, read now (so rotated files are picked up without a restart).
-    pub fn read(&self) -> Option<String> {
+    /// The current value, read now (so rotated files are picked up without a restart). A file
+    /// is read off the async worker threads (`tokio::fs`).
+    pub async fn read(&self) -> Option<String> {
         match self {
             SecretRef::Env(var) => std::env::var(var).ok(),
-            SecretRef::File(path) => std::fs::read_to_string(path).ok().map(|mut s| {
+            SecretRef::File(path) => tokio::fs::read_to_string(path).await.ok().map(|mut s| {
                 if s.ends_with('\n') {
                     s.pop();
                     if s.ends_with('\r') {
@@ -704,17 +705,19 @@ mod tests {
         assert!(parse_duration("0s").is_err());
     }
 
-    #[test]
-    fn secret_refs_read_env_and_files() {
+    #[tokio::test]
+    async fn secret_refs_read_env_and_files() {
         let file = std::env::temp_dir().join(format!("runloom-secret-{}", std::process::id()));
         std::fs::write(&file, "s3cret\n").unwrap();
         assert_eq!(
-            SecretRef::File(file.clone()).read().as_deref(),
+            SecretRef::File(file.clone()).read().await.as_deref(),
             Some("s3cret")
         );
         std::fs::remove_file(&file).unwrap();
         assert_eq!(
-            SecretRef::Env("RUNLOOM_TEST_NO_SUCH_VARIABLE".into()).read(),
+            SecretRef::Env("RUNLOOM_TEST_NO_SUCH_VARIABLE".into())
+                .read()
+                .await,
             None
         );
         assert_eq!(

@@ -26,9 +26,10 @@ impl Secrets {
     }
 }
 
+#[async_trait::async_trait]
 impl SecretSource for Secrets {
-    fn get(&self, name: &str) -> Option<String> {
-        self.sources.get(name).and_then(SecretRef::read)
+    async fn get(&self, name: &str) -> Option<String> {
+        self.sources.get(name)?.read().await
     }
 }
 
@@ -102,9 +103,10 @@ pub struct MaskingSecrets {
     pub masker: Masker,
 }
 
+#[async_trait::async_trait]
 impl SecretSource for MaskingSecrets {
-    fn get(&self, name: &str) -> Option<String> {
-        let value = self.inner.get(name)?;
+    async fn get(&self, name: &str) -> Option<String> {
+        let value = self.inner.get(name).await?;
         self.masker.add(&value);
         Some(value)
     }
@@ -132,8 +134,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn masking_secrets_register_what_they_hand_out() {
+    #[tokio::test]
+    async fn masking_secrets_register_what_they_hand_out() {
         let file = std::env::temp_dir().join(format!("runloom-mask-{}", std::process::id()));
         std::fs::write(&file, "s3cr3t-value\n").unwrap();
         let mut secrets = Secrets::default();
@@ -148,8 +150,52 @@ mod tests {
             "s3cr3t-value",
             "unknown until read"
         );
-        assert_eq!(source.get("db").as_deref(), Some("s3cr3t-value"));
+        assert_eq!(source.get("db").await.as_deref(), Some("s3cr3t-value"));
         assert_eq!(masker.mask("pw s3cr3t-value"), "pw ********");
         std::fs::remove_file(file).unwrap();
+    }
+
+    /// A secret file on a mount that does not answer (here a FIFO nobody writes) holds up the
+    /// call that asked for it, not the runtime's thread: on this single-threaded runtime a
+    /// blocking read would stop the timer below until the watchdog writes.
+    #[tokio::test]
+    async fn a_secret_file_that_does_not_answer_holds_up_only_its_reader() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let fifo = std::env::temp_dir().join(format!("runloom-fifo-{}", std::process::id()));
+        let _ = std::fs::remove_file(&fifo);
+        nix::unistd::mkfifo(
+            &fifo,
+            nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR,
+        )
+        .unwrap();
+        let answered = Arc::new(AtomicBool::new(false));
+        let watchdog = {
+            let (fifo, answered) = (fifo.clone(), Arc::clone(&answered));
+            // Unblocks a reader stuck on the runtime's thread, so the test fails, not hangs.
+            std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_secs(5));
+                if !answered.swap(true, Ordering::SeqCst) {
+                    let _ = std::fs::write(&fifo, "late\n");
+                }
+            })
+        };
+        let mut secrets = Secrets::default();
+        secrets.insert("token".into(), SecretRef::File(fifo.clone()));
+        let read = tokio::spawn(async move { secrets.get("token").await });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(
+            !read.is_finished(),
+            "the read blocked the runtime's thread until the watchdog wrote"
+        );
+        assert!(!answered.swap(true, Ordering::SeqCst));
+        let writer = fifo.clone();
+        tokio::task::spawn_blocking(move || std::fs::write(writer, "v4lue\n"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(read.await.unwrap().as_deref(), Some("v4lue"));
+        drop(watchdog);
+        std::fs::remove_file(fifo).unwrap();
     }
 }

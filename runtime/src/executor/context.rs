@@ -624,7 +624,7 @@ impl RunApi for RunContext {
         self.emit(self.current_group(), level, "script", message, Vec::new());
     }
 
-    fn secret(&self, name: &str) -> Result<String, StepError> {
+    async fn secret(&self, name: &str) -> Result<String, StepError> {
         let rb = &self.runbook.runbook;
         if !rb.secrets.iter().any(|s| s == name) {
             return Err(StepError::new(
@@ -636,7 +636,7 @@ impl RunApi for RunContext {
                 ),
             ));
         }
-        match self.exec.secrets.get(name) {
+        match self.exec.secrets.get(name).await {
             Some(value) => {
                 self.masker.add(&value);
                 Ok(value)

@@ -250,7 +250,7 @@ pub(super) fn clip(mut message: String) -> String {
 impl secrets::Host for HostState {
     async fn get(&mut self, name: String) -> wasmtime::Result<Result<String, types::Denial>> {
         let value = if self.env.grants.allows_secret(&name) {
-            let value = self.env.secrets.get(&name);
+            let value = self.env.secrets.get(&name).await;
             if value.is_none() {
                 let plugin = self.env.plugin.clone();
                 self.env.emit(LogLine::new(

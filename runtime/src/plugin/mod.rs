@@ -323,17 +323,22 @@ impl LogLine {
 pub type LogSink = Arc<dyn Fn(LogLine) + Send + Sync>;
 
 /// Where secret values come from. The host asks only for names granted to the plugin.
+///
+/// Asynchronous because a value may be read from a file at the moment it is asked for: a
+/// slow or hung mount must hold up only the call that asked, never a worker thread.
+#[async_trait::async_trait]
 pub trait SecretSource: Send + Sync {
     /// The value of `name`, if this host has one.
-    fn get(&self, name: &str) -> Option<String>;
+    async fn get(&self, name: &str) -> Option<String>;
 }
 
 /// A source with no secrets.
 #[derive(Debug, Default)]
 pub struct NoSecrets;
 
+#[async_trait::async_trait]
 impl SecretSource for NoSecrets {
-    fn get(&self, _name: &str) -> Option<String> {
+    async fn get(&self, _name: &str) -> Option<String> {
         None
     }
 }

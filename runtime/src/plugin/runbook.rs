@@ -464,7 +464,7 @@ impl engine::Host for RunbookState {
         &mut self,
         name: String,
     ) -> wasmtime::Result<Result<String, engine::StepError>> {
-        Ok(self.api.secret(&name).map_err(to_wit))
+        Ok(self.api.secret(&name).await.map_err(to_wit))
     }
 
     async fn parameters(&mut self) -> wasmtime::Result<String> {

@@ -100,7 +100,7 @@ pub trait RunApi: Send + Sync {
     fn log(&self, level: Level, message: &str);
 
     /// The value of a secret granted to the runbook; the value is masked everywhere after.
-    fn secret(&self, name: &str) -> Result<String, StepError>;
+    async fn secret(&self, name: &str) -> Result<String, StepError>;
 
     /// The run's parameters, resolved and typed (durations as strings like `"5m"`).
     fn parameters(&self) -> &Map<String, Value>;

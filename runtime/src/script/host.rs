@@ -385,7 +385,7 @@ fn sleep(ctx: &NativeCallContext, duration: &Dynamic) -> HostResult<()> {
 
 fn secret(ctx: NativeCallContext, name: ImmutableString) -> HostResult<String> {
     let run = run_of(ctx.tag())?;
-    run.api.secret(&name).map_err(|e| throw(&e))
+    run.wait(run.api.secret(&name)).map_err(|e| throw(&e))
 }
 
 fn history(ctx: NativeCallContext, limit: INT) -> HostResult<Dynamic> {

@@ -168,7 +168,7 @@ impl RunApi for FakeApi {
         self.logged.notify_one();
     }
 
-    fn secret(&self, name: &str) -> Result<String, StepError> {
+    async fn secret(&self, name: &str) -> Result<String, StepError> {
         self.secrets.get(name).cloned().ok_or_else(|| {
             StepError::new(
                 "denied",
