@@ -31,25 +31,22 @@ fn bench_plugin_call() -> Sample {
         .build()
         .expect("tokio runtime");
     let calls = plugin::warm_calls(&rt, plugin::WARMUP, plugin::ITERS);
-    for (why, n) in plugin::slower_than(&calls, plugin::NEVER_ABOVE) {
-        println!(
-            "{n} calls above 50 µs; the calling thread {}",
-            why.describe()
-        );
-    }
+    println!(
+        "plugin calls: {}",
+        plugin::summary(&calls, plugin::NEVER_ABOVE)
+    );
     for line in plugin::describe_slow(&calls, plugin::NEVER_ABOVE) {
         println!("  {line}");
     }
-    let cpu = Sample::new(
-        "the calling thread's CPU time per call",
-        calls.iter().map(|c| c.cpu).collect(),
-    );
+    let median = Sample::new("calls", calls.iter().map(|c| c.took).collect()).percentile(50.0);
+    let control = plugin::control_loop(&rt, plugin::WARMUP, plugin::ITERS, median);
     println!(
-        "the calling thread's CPU time per call: p50 {:.1} µs, p99 {:.1} µs, max {:.1} µs",
-        cpu.percentile(50.0).as_secs_f64() * 1e6,
-        cpu.percentile(99.0).as_secs_f64() * 1e6,
-        cpu.percentile(100.0).as_secs_f64() * 1e6,
+        "control, a CPU-only loop as long as a call's median: {}",
+        plugin::summary(&control, plugin::NEVER_ABOVE)
     );
+    for line in plugin::describe_slow(&control, plugin::NEVER_ABOVE) {
+        println!("  {line}");
+    }
     Sample::new(
         "plugin call (hello.greet)",
         calls.iter().map(|c| c.took).collect(),

@@ -238,10 +238,17 @@ fn section(title: &str) {
 fn plugin_calls(rt: &tokio::runtime::Runtime, python: Option<&str>, report: &mut Report) {
     section("warm plugin call against a process per action");
     let timed = plugin::warm_calls(rt, plugin::WARMUP, plugin::ITERS);
-    let slow = plugin::slower_than(&timed, plugin::NEVER_ABOVE);
-    let above: usize = slow.iter().map(|(_, n)| n).sum();
-    let (above_on_cpu, most_cpu) = plugin::own_cpu(&timed, plugin::NEVER_ABOVE);
-    let cpu = Sample::new("plugin call CPU", timed.iter().map(|c| c.cpu).collect());
+    let above: usize = plugin::slower_than(&timed, plugin::NEVER_ABOVE)
+        .iter()
+        .map(|(_, n)| n)
+        .sum();
+    let above_on_cpu = plugin::own_cpu(&timed, plugin::NEVER_ABOVE);
+    let median = Sample::new("calls", timed.iter().map(|c| c.took).collect()).percentile(50.0);
+    let control = plugin::control_loop(rt, plugin::WARMUP, plugin::ITERS, median);
+    let control_above: usize = plugin::slower_than(&control, plugin::NEVER_ABOVE)
+        .iter()
+        .map(|(_, n)| n)
+        .sum();
     let calls = Sample::new("plugin call", timed.iter().map(|c| c.took).collect());
     let shell = Sample::new(
         "sh -c true",
@@ -258,32 +265,19 @@ fn plugin_calls(rt: &tokio::runtime::Runtime, python: Option<&str>, report: &mut
         )
     });
     let (p50, p99) = (calls.percentile(50.0), calls.percentile(99.0));
-    let why: Vec<String> = slow
-        .iter()
-        .map(|(d, n)| format!("{n} {}", d.describe()))
-        .collect();
     report.note(format!(
-        "plugin call (hello.greet, fresh instance, JSON in and out): {} calls, \
-         p50 {}, p99 {}, p99.9 {}, max {}; {above} above 50 µs{}",
-        plugin::ITERS,
-        micros(p50),
-        micros(p99),
-        micros(calls.percentile(99.9)),
-        micros(calls.percentile(100.0)),
-        if why.is_empty() {
-            String::new()
-        } else {
-            format!(" (the calling thread: {})", why.join(", "))
-        }
+        "plugin call (hello.greet, fresh instance, JSON in and out): {}",
+        plugin::summary(&timed, plugin::NEVER_ABOVE)
     ));
     report.note(format!(
-        "the calling thread's CPU time per call (CLOCK_THREAD_CPUTIME_ID: the call's own work \
-         and any interrupt on its CPU, not time preempted or stolen): p50 {}, p99 {}, max {}; \
-         the calls above 50 µs: {}",
-        micros(cpu.percentile(50.0)),
-        micros(cpu.percentile(99.0)),
-        micros(most_cpu),
+        "the calls above 50 µs, wall clock and the calling thread's CPU clock \
+         (CLOCK_THREAD_CPUTIME_ID: the call's own work and any interrupt on its CPU, not time \
+         preempted or stolen): {}",
         plugin::describe_slow(&timed, plugin::NEVER_ABOVE).join("; ")
+    ));
+    report.note(format!(
+        "the control, a CPU-only loop as long as a call's median, timed the same way: {}",
+        plugin::summary(&control, plugin::NEVER_ABOVE)
     ));
     let pct = |s: &Sample, p: f64| millis(s.percentile(p));
     report.row(
@@ -313,6 +307,14 @@ fn plugin_calls(rt: &tokio::runtime::Runtime, python: Option<&str>, report: &mut
     report.row(
         "… of them above 50 µs of the calling thread's CPU time",
         format!("{above_on_cpu} of {above}"),
+        None,
+        None,
+        "—",
+        None,
+    );
+    report.row(
+        "control: a CPU-only loop as long as a call, above 50 µs",
+        format!("{control_above} of {}", plugin::ITERS),
         None,
         None,
         "—",

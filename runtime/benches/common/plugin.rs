@@ -121,6 +121,76 @@ fn thread_cpu_time() -> Duration {
     )
 }
 
+/// Run `op`, timing it and reading what the calling thread went through meanwhile (the
+/// counters are read outside the timed window).
+async fn observed<T>(op: impl std::future::Future<Output = T>) -> (Call, T) {
+    let before = ThreadCounters::now();
+    let cpu_before = thread_cpu_time();
+    let start = Instant::now();
+    let out = op.await;
+    let took = start.elapsed();
+    let cpu = thread_cpu_time().saturating_sub(cpu_before);
+    let disturbed = before.since(ThreadCounters::now());
+    (
+        Call {
+            took,
+            cpu,
+            disturbed,
+        },
+        out,
+    )
+}
+
+/// A CPU-only loop of `rounds` xorshift steps: no memory beyond registers, no system call.
+#[inline(never)]
+fn spin(rounds: u64) -> u64 {
+    let mut x = 0x9E37_79B9_7F4A_7C15_u64;
+    for _ in 0..std::hint::black_box(rounds) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+    }
+    x
+}
+
+/// The control for the calls' tail: a fixed CPU-only loop calibrated to last about `median`,
+/// timed `iters` times exactly as [`warm_calls`] times a call, in a task on `rt`. It does the
+/// same work every time, so whatever makes one take longer than `median` is the machine's
+/// (interrupts, the scheduler, the hypervisor), not the code's.
+pub(crate) fn control_loop(
+    rt: &tokio::runtime::Runtime,
+    warmup: usize,
+    iters: usize,
+    median: Duration,
+) -> Vec<Call> {
+    const PROBE: u64 = 1_000_000;
+    let fastest = (0..5)
+        .map(|_| {
+            let start = Instant::now();
+            std::hint::black_box(spin(PROBE));
+            start.elapsed()
+        })
+        .min()
+        .unwrap_or(Duration::from_millis(1));
+    let rounds = (median.as_secs_f64() / fastest.as_secs_f64() * PROBE as f64).max(1.0) as u64;
+    rt.block_on(async move {
+        tokio::spawn(async move {
+            for _ in 0..warmup {
+                std::hint::black_box(spin(rounds));
+            }
+            let mut runs = Vec::with_capacity(iters);
+            for _ in 0..iters {
+                let (timed, out) = observed(async { spin(rounds) }).await;
+                runs.push(timed);
+                std::hint::black_box(out);
+            }
+            runs
+        })
+        .await
+        .expect("control task")
+    })
+}
+
 /// `iters` timed calls of `hello.greet` after `warmup` untimed ones, one at a time inside a
 /// task on `rt` (so they run on a worker thread, as a server's request handler would).
 pub(crate) fn warm_calls(rt: &tokio::runtime::Runtime, warmup: usize, iters: usize) -> Vec<Call> {
@@ -142,18 +212,8 @@ pub(crate) fn warm_calls(rt: &tokio::runtime::Runtime, warmup: usize, iters: usi
             }
             let mut calls = Vec::with_capacity(iters);
             for _ in 0..iters {
-                let before = ThreadCounters::now();
-                let cpu_before = thread_cpu_time();
-                let start = Instant::now();
-                let out = call().await;
-                let took = start.elapsed();
-                let cpu = thread_cpu_time().saturating_sub(cpu_before);
-                let disturbed = before.since(ThreadCounters::now());
-                calls.push(Call {
-                    took,
-                    cpu,
-                    disturbed,
-                });
+                let (timed, out) = observed(call()).await;
+                calls.push(timed);
                 out.expect("greet");
             }
             calls
@@ -177,14 +237,12 @@ pub(crate) fn slower_than(calls: &[Call], limit: Duration) -> Vec<(Disturbance, 
 }
 
 /// Of the calls slower than `limit` (wall clock), how many also spent more than `limit` of
-/// the calling thread's CPU time, and the most CPU time any call spent.
-pub(crate) fn own_cpu(calls: &[Call], limit: Duration) -> (usize, Duration) {
-    let slow_on_cpu = calls
+/// the calling thread's CPU time.
+pub(crate) fn own_cpu(calls: &[Call], limit: Duration) -> usize {
+    calls
         .iter()
         .filter(|c| c.took > limit && c.cpu > limit)
-        .count();
-    let most = calls.iter().map(|c| c.cpu).max().unwrap_or_default();
-    (slow_on_cpu, most)
+        .count()
 }
 
 /// Each call slower than `limit`, one line: its wall time, its CPU time, what disturbed it.
@@ -201,4 +259,34 @@ pub(crate) fn describe_slow(calls: &[Call], limit: Duration) -> Vec<String> {
             )
         })
         .collect()
+}
+
+/// One line on `runs`: wall-clock p50, p99, p99.9 and maximum, how many went above `limit` and what
+/// disturbed those, and the calling thread's CPU time (p50, maximum).
+pub(crate) fn summary(runs: &[Call], limit: Duration) -> String {
+    let wall = super::Sample::new("wall", runs.iter().map(|c| c.took).collect());
+    let cpu = super::Sample::new("cpu", runs.iter().map(|c| c.cpu).collect());
+    let slow = slower_than(runs, limit);
+    let above: usize = slow.iter().map(|(_, n)| n).sum();
+    let why: Vec<String> = slow
+        .iter()
+        .map(|(d, n)| format!("{n} {}", d.describe()))
+        .collect();
+    let us = |d: Duration| format!("{:.1} µs", d.as_secs_f64() * 1e6);
+    format!(
+        "{} timed: p50 {}, p99 {}, p99.9 {}, max {}; {above} above {}{}; CPU time p50 {}, max {}",
+        runs.len(),
+        us(wall.percentile(50.0)),
+        us(wall.percentile(99.0)),
+        us(wall.percentile(99.9)),
+        us(wall.percentile(100.0)),
+        us(limit),
+        if why.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", why.join(", "))
+        },
+        us(cpu.percentile(50.0)),
+        us(cpu.percentile(100.0)),
+    )
 }
