@@ -9,7 +9,8 @@
 //!   request handler would.
 //!   Calls above 50 µs are listed with their time on the calling thread's CPU clock and what
 //!   its counters show, beside a control: a loop of register arithmetic as long as the
-//!   calls' median, timed the same way, whose slow runs are the machine's;
+//!   warm-up calls' median, timed the same way right after each call, whose slow runs are
+//!   the machine's;
 //! - spawning `/bin/true` and waiting for it to exit;
 //! - spawning `python3 -c pass` and waiting for it (skipped, with a note, without python3).
 //!
@@ -33,7 +34,8 @@ fn bench_plugin_call() -> Sample {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let calls = plugin::warm_calls(&rt, plugin::WARMUP, plugin::ITERS);
+    let plugin::WarmCalls { calls, control } =
+        plugin::warm_calls(&rt, plugin::WARMUP, plugin::ITERS);
     println!(
         "plugin calls: {}",
         plugin::summary(&calls, plugin::NEVER_ABOVE)
@@ -41,10 +43,8 @@ fn bench_plugin_call() -> Sample {
     for line in plugin::describe_slow(&calls, plugin::NEVER_ABOVE) {
         println!("  {line}");
     }
-    let median = Sample::new("calls", calls.iter().map(|c| c.took).collect()).percentile(50.0);
-    let control = plugin::control_loop(&rt, plugin::WARMUP, plugin::ITERS, median);
     println!(
-        "control, a CPU-only loop as long as a call's median: {}",
+        "control, a CPU-only loop as long as a call's median, run after each call: {}",
         plugin::summary(&control, plugin::NEVER_ABOVE)
     );
     for line in plugin::describe_slow(&control, plugin::NEVER_ABOVE) {

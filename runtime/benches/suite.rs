@@ -237,14 +237,15 @@ fn section(title: &str) {
 
 fn plugin_calls(rt: &tokio::runtime::Runtime, python: Option<&str>, report: &mut Report) {
     section("warm plugin call against a process per action");
-    let timed = plugin::warm_calls(rt, plugin::WARMUP, plugin::ITERS);
+    let plugin::WarmCalls {
+        calls: timed,
+        control,
+    } = plugin::warm_calls(rt, plugin::WARMUP, plugin::ITERS);
     let above: usize = plugin::slower_than(&timed, plugin::NEVER_ABOVE)
         .iter()
         .map(|(_, n)| n)
         .sum();
     let above_on_cpu = plugin::own_cpu(&timed, plugin::NEVER_ABOVE);
-    let median = Sample::new("calls", timed.iter().map(|c| c.took).collect()).percentile(50.0);
-    let control = plugin::control_loop(rt, plugin::WARMUP, plugin::ITERS, median);
     let control_above: usize = plugin::slower_than(&control, plugin::NEVER_ABOVE)
         .iter()
         .map(|(_, n)| n)
@@ -271,12 +272,13 @@ fn plugin_calls(rt: &tokio::runtime::Runtime, python: Option<&str>, report: &mut
     ));
     report.note(format!(
         "the calls above 50 µs, wall clock and the calling thread's CPU clock \
-         (CLOCK_THREAD_CPUTIME_ID: the call's own work and any interrupt on its CPU, not time \
-         preempted or stolen): {}",
+         (CLOCK_THREAD_CPUTIME_ID: the call's own work, any interrupt on its CPU and any vCPU \
+         stall the hypervisor does not report; not time preempted or reported as steal): {}",
         plugin::describe_slow(&timed, plugin::NEVER_ABOVE).join("; ")
     ));
     report.note(format!(
-        "the control, a CPU-only loop as long as a call's median, timed the same way: {}",
+        "the control, a CPU-only loop as long as the warm-up calls' median, timed the same way \
+         right after each call: {}",
         plugin::summary(&control, plugin::NEVER_ABOVE)
     ));
     let pct = |s: &Sample, p: f64| millis(s.percentile(p));

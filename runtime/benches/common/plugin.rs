@@ -26,11 +26,12 @@ pub(crate) fn standard_plugin(name: &str) -> &'static [u8] {
 pub(crate) struct Call {
     /// Call → result.
     pub(crate) took: Duration,
-    /// The calling thread's CPU time meanwhile (`CLOCK_THREAD_CPUTIME_ID`): the call's own
-    /// work, without the time the thread was preempted or the hypervisor ran something else
-    /// (steal time is accounted apart), but with any interrupt handled on its CPU (kernels
-    /// without `CONFIG_IRQ_TIME_ACCOUNTING` charge that to the running thread).
-    pub(crate) cpu: Duration,
+    /// The calling thread's CPU time meanwhile (`CLOCK_THREAD_CPUTIME_ID`), or `None` when
+    /// the call went on on another thread. It leaves out the time the kernel knows the thread
+    /// was not running (preempted, or steal time the hypervisor reports) and counts any
+    /// interrupt handled on its CPU (kernels without `CONFIG_IRQ_TIME_ACCOUNTING` charge that
+    /// to the running thread), and any stall of the vCPU the hypervisor does not report.
+    pub(crate) cpu: Option<Duration>,
     /// What the operating system did to the calling thread meanwhile.
     pub(crate) disturbed: Disturbance,
 }
@@ -131,6 +132,7 @@ async fn observed<T>(op: impl std::future::Future<Output = T>) -> (Call, T) {
     let took = start.elapsed();
     let cpu = thread_cpu_time().saturating_sub(cpu_before);
     let disturbed = before.since(ThreadCounters::now());
+    let cpu = (disturbed != Disturbance::Moved).then_some(cpu);
     (
         Call {
             took,
@@ -153,16 +155,8 @@ fn spin(rounds: u64) -> u64 {
     x
 }
 
-/// The control for the calls' tail: a fixed CPU-only loop calibrated to last about `median`,
-/// timed `iters` times exactly as [`warm_calls`] times a call, in a task on `rt`. It does the
-/// same work every time, so whatever makes one take longer than `median` is the machine's
-/// (interrupts, the scheduler, the hypervisor), not the code's.
-pub(crate) fn control_loop(
-    rt: &tokio::runtime::Runtime,
-    warmup: usize,
-    iters: usize,
-    median: Duration,
-) -> Vec<Call> {
+/// How many [`spin`] rounds last about `target` on this thread.
+fn calibrate(target: Duration) -> u64 {
     const PROBE: u64 = 1_000_000;
     let fastest = (0..5)
         .map(|_| {
@@ -172,28 +166,25 @@ pub(crate) fn control_loop(
         })
         .min()
         .unwrap_or(Duration::from_millis(1));
-    let rounds = (median.as_secs_f64() / fastest.as_secs_f64() * PROBE as f64).max(1.0) as u64;
-    rt.block_on(async move {
-        tokio::spawn(async move {
-            for _ in 0..warmup {
-                std::hint::black_box(spin(rounds));
-            }
-            let mut runs = Vec::with_capacity(iters);
-            for _ in 0..iters {
-                let (timed, out) = observed(async { spin(rounds) }).await;
-                runs.push(timed);
-                std::hint::black_box(out);
-            }
-            runs
-        })
-        .await
-        .expect("control task")
-    })
+    (target.as_secs_f64() / fastest.as_secs_f64() * PROBE as f64).max(1.0) as u64
+}
+
+/// Timed plugin calls and, interleaved with them, their control.
+pub(crate) struct WarmCalls {
+    /// The calls of `hello.greet`.
+    pub(crate) calls: Vec<Call>,
+    /// The control for the calls' tail: a fixed CPU-only loop ([`spin`]) calibrated to last
+    /// as long as the warm-up calls' median, timed right after each call in the same way, on
+    /// the same thread, with the plugin host (and its epoch thread) alive. It does the same
+    /// work every time, so whatever makes one take longer is the machine's (interrupts, the
+    /// scheduler, the hypervisor), not the code's.
+    pub(crate) control: Vec<Call>,
 }
 
 /// `iters` timed calls of `hello.greet` after `warmup` untimed ones, one at a time inside a
-/// task on `rt` (so they run on a worker thread, as a server's request handler would).
-pub(crate) fn warm_calls(rt: &tokio::runtime::Runtime, warmup: usize, iters: usize) -> Vec<Call> {
+/// task on `rt` (so they run on a worker thread, as a server's request handler would), each
+/// followed by one timed run of the control.
+pub(crate) fn warm_calls(rt: &tokio::runtime::Runtime, warmup: usize, iters: usize) -> WarmCalls {
     rt.block_on(async {
         // Default host configuration, as a server gets it; no cache directory, so the
         // component is compiled once here, outside the timed loop.
@@ -207,16 +198,25 @@ pub(crate) fn warm_calls(rt: &tokio::runtime::Runtime, warmup: usize, iters: usi
             let call = || host.call(&hello, CallRequest::new("greet", r#"{"name":"bench"}"#));
             let first = call().await.expect("greet");
             assert_eq!(first.output["greeting"], "hello, bench");
+            let mut warm = Vec::with_capacity(warmup);
             for _ in 0..warmup {
+                let start = Instant::now();
                 call().await.expect("greet");
+                warm.push(start.elapsed());
             }
+            warm.sort_unstable();
+            let rounds = calibrate(warm.get(warm.len() / 2).copied().unwrap_or_default());
             let mut calls = Vec::with_capacity(iters);
+            let mut control = Vec::with_capacity(iters);
             for _ in 0..iters {
-                let (timed, out) = observed(call()).await;
+                let (timed, out) = observed(async { call().await }).await;
                 calls.push(timed);
                 out.expect("greet");
+                let (timed, out) = observed(async { spin(rounds) }).await;
+                control.push(timed);
+                std::hint::black_box(out);
             }
-            calls
+            WarmCalls { calls, control }
         })
         .await
         .expect("benchmark task")
@@ -241,7 +241,7 @@ pub(crate) fn slower_than(calls: &[Call], limit: Duration) -> Vec<(Disturbance, 
 pub(crate) fn own_cpu(calls: &[Call], limit: Duration) -> usize {
     calls
         .iter()
-        .filter(|c| c.took > limit && c.cpu > limit)
+        .filter(|c| c.took > limit && c.cpu.is_some_and(|cpu| cpu > limit))
         .count()
 }
 
@@ -251,10 +251,13 @@ pub(crate) fn describe_slow(calls: &[Call], limit: Duration) -> Vec<String> {
         .iter()
         .filter(|c| c.took > limit)
         .map(|c| {
+            let cpu = c.cpu.map_or_else(
+                || "its CPU clock not comparable".to_string(),
+                |cpu| format!("{:.1} µs on its CPU", cpu.as_secs_f64() * 1e6),
+            );
             format!(
-                "{:.1} µs, {:.1} µs on its CPU, {}",
+                "{:.1} µs, {cpu}, {}",
                 c.took.as_secs_f64() * 1e6,
-                c.cpu.as_secs_f64() * 1e6,
                 c.disturbed.describe()
             )
         })
@@ -265,7 +268,7 @@ pub(crate) fn describe_slow(calls: &[Call], limit: Duration) -> Vec<String> {
 /// disturbed those, and the calling thread's CPU time (p50, maximum).
 pub(crate) fn summary(runs: &[Call], limit: Duration) -> String {
     let wall = super::Sample::new("wall", runs.iter().map(|c| c.took).collect());
-    let cpu = super::Sample::new("cpu", runs.iter().map(|c| c.cpu).collect());
+    let cpu = super::Sample::new("cpu", runs.iter().filter_map(|c| c.cpu).collect());
     let slow = slower_than(runs, limit);
     let above: usize = slow.iter().map(|(_, n)| n).sum();
     let why: Vec<String> = slow
