@@ -155,7 +155,7 @@ pub enum SecretRef {
 
 impl SecretRef {
     /// The current value, read now (so rotated files are picked up without a restart). A file
-    /// is read off the async worker threads (`tokio::fs`).
+    /// is read on tokio's blocking pool (`tokio::fs`), not on an async worker thread.
     pub async fn read(&self) -> Option<String> {
         match self {
             SecretRef::Env(var) => std::env::var(var).ok(),

@@ -162,26 +162,36 @@ mod tests {
     async fn a_secret_file_that_does_not_answer_holds_up_only_its_reader() {
         use std::sync::Arc;
         use std::sync::atomic::{AtomicBool, Ordering};
-        let fifo = std::env::temp_dir().join(format!("runloom-fifo-{}", std::process::id()));
-        let _ = std::fs::remove_file(&fifo);
+        /// Removes the FIFO however the test ends.
+        struct Fifo(std::path::PathBuf);
+        impl Drop for Fifo {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_file(&self.0);
+            }
+        }
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let fifo =
+            Fifo(std::env::temp_dir().join(format!("runloom-fifo-{}-{nanos}", std::process::id())));
         nix::unistd::mkfifo(
-            &fifo,
+            &fifo.0,
             nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR,
         )
         .unwrap();
         let answered = Arc::new(AtomicBool::new(false));
-        let watchdog = {
-            let (fifo, answered) = (fifo.clone(), Arc::clone(&answered));
+        {
+            let (path, answered) = (fifo.0.clone(), Arc::clone(&answered));
             // Unblocks a reader stuck on the runtime's thread, so the test fails, not hangs.
             std::thread::spawn(move || {
-                std::thread::sleep(std::time::Duration::from_secs(5));
+                std::thread::sleep(std::time::Duration::from_secs(20));
                 if !answered.swap(true, Ordering::SeqCst) {
-                    let _ = std::fs::write(&fifo, "late\n");
+                    let _ = std::fs::write(&path, "late\n");
                 }
-            })
-        };
+            });
+        }
         let mut secrets = Secrets::default();
-        secrets.insert("token".into(), SecretRef::File(fifo.clone()));
+        secrets.insert("token".into(), SecretRef::File(fifo.0.clone()));
         let read = tokio::spawn(async move { secrets.get("token").await });
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         assert!(
@@ -189,13 +199,11 @@ mod tests {
             "the read blocked the runtime's thread until the watchdog wrote"
         );
         assert!(!answered.swap(true, Ordering::SeqCst));
-        let writer = fifo.clone();
+        let writer = fifo.0.clone();
         tokio::task::spawn_blocking(move || std::fs::write(writer, "v4lue\n"))
             .await
             .unwrap()
             .unwrap();
         assert_eq!(read.await.unwrap().as_deref(), Some("v4lue"));
-        drop(watchdog);
-        std::fs::remove_file(fifo).unwrap();
     }
 }

@@ -325,7 +325,7 @@ pub type LogSink = Arc<dyn Fn(LogLine) + Send + Sync>;
 /// Where secret values come from. The host asks only for names granted to the plugin.
 ///
 /// Asynchronous because a value may be read from a file at the moment it is asked for: a
-/// slow or hung mount must hold up only the call that asked, never a worker thread.
+/// slow or hung mount must hold up the call that asked, never an async worker thread.
 #[async_trait::async_trait]
 pub trait SecretSource: Send + Sync {
     /// The value of `name`, if this host has one.

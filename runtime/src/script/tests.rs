@@ -1234,27 +1234,33 @@ async fn a_script_re_entering_its_own_value_never_sleeps_the_thread() {
 
 /// The operation hook marks how deep the script's stack went, so a spare stack is trimmed
 /// after a body that recursed deep without ever calling the host (the only other place that
-/// marks it). Recursing 60 levels takes far more than 16 KiB of stack in any build.
+/// marks it). 60 levels of recursion must mark at least 16 KiB deeper than none.
 #[tokio::test]
 async fn the_operation_hook_marks_the_depth_of_a_script_that_never_calls_the_host() {
-    let script = compile("fn f(n) { if n <= 0 { 0 } else { f(n - 1) + 1 } }\nf(60)\n");
-    let api: Arc<dyn RunApi> = Arc::new(FakeApi::new());
-    let seen = Arc::new(Mutex::new(None));
-    let kept = Arc::clone(&seen);
-    let body = fiber::Fiber::new(move |suspender: Arc<fiber::Suspender>| {
-        let top = 0u8;
-        let top = std::ptr::from_ref(std::hint::black_box(&top)) as usize;
-        let out = script.run_on_fiber(api, ScriptLimits::default(), Arc::clone(&suspender));
-        *kept.lock().unwrap() = Some((top, suspender.lowest_marked()));
-        out
-    })
-    .expect("a stack for the script");
-    assert_eq!(body.await.expect("no panic").unwrap(), json!(60));
-    let (top, lowest) = seen.lock().unwrap().take().unwrap();
-    assert_ne!(lowest, usize::MAX, "no depth was marked");
+    async fn marked_below_top(levels: u32) -> usize {
+        let script = compile(&format!(
+            "fn f(n) {{ if n <= 0 {{ 0 }} else {{ f(n - 1) + 1 }} }}\nf({levels})\n"
+        ));
+        let api: Arc<dyn RunApi> = Arc::new(FakeApi::new());
+        let seen = Arc::new(Mutex::new(None));
+        let kept = Arc::clone(&seen);
+        let body = fiber::Fiber::new(move |suspender: Arc<fiber::Suspender>| {
+            let top = 0u8;
+            let top = std::ptr::from_ref(std::hint::black_box(&top)) as usize;
+            let out = script.run_on_fiber(api, ScriptLimits::default(), Arc::clone(&suspender));
+            *kept.lock().unwrap() = Some((top, suspender.lowest_marked()));
+            out
+        })
+        .expect("a stack for the script");
+        assert_eq!(body.await.expect("no panic").unwrap(), json!(levels));
+        let (top, lowest) = seen.lock().unwrap().take().unwrap();
+        assert_ne!(lowest, usize::MAX, "no depth was marked");
+        top - lowest
+    }
+    let shallow = marked_below_top(0).await;
+    let deep = marked_below_top(60).await;
     assert!(
-        top.saturating_sub(lowest) >= 16 * 1024,
-        "marked only {} bytes below the body's top",
-        top.saturating_sub(lowest)
+        deep >= shallow + 16 * 1024,
+        "60 levels marked {deep} bytes below the top, none {shallow}"
     );
 }
