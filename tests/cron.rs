@@ -3,7 +3,7 @@
 //! tick with two nodes on one store (SQLite, and PostgreSQL where it runs), the scheduler
 //! loop on an injected clock and on the system clock, and `runloom schedule list`.
 
-use crate::support::{cache_dir, node_dir, wait_for};
+use crate::support::{node_dir, wait_for};
 use chrono::{DateTime, Utc};
 use runloom::node::{Node, NodeOptions};
 use runloom::run::{RunRecord, RunStatus};
@@ -30,10 +30,9 @@ fn cron_runbook(schedule: &str, extra: &str) -> String {
     )
 }
 
-/// A scratch directory as [`node_dir`] makes it, with the shared compiled-plugin cache
-/// present (a node compiles every standard plugin without it).
+/// A scratch directory as [`node_dir`] makes it (linked to the shared compiled-plugin
+/// cache), removed when dropped.
 fn scratch(runbooks: &[(&str, &str, &str)]) -> crate::scratch::ScratchDir {
-    std::fs::create_dir_all(cache_dir()).unwrap();
     node_dir("", runbooks, &[])
 }
 
@@ -495,7 +494,6 @@ fn schedule_list_shows_next_fire_times() {
             .all(|l| l.ends_with(":00:00+01:00") || l.ends_with(":00:00+02:00")),
         "{text}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -511,5 +509,4 @@ fn schedule_list_exits_with_the_definition_code_for_a_bad_schedule() {
     assert_eq!(out.status.code(), Some(6));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("trigger[1].schedule"), "{stderr}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
