@@ -241,15 +241,9 @@ fn plugin_calls(rt: &tokio::runtime::Runtime, python: Option<&str>, report: &mut
         calls: timed,
         control,
     } = plugin::warm_calls(rt, plugin::WARMUP, plugin::ITERS);
-    let above: usize = plugin::slower_than(&timed, plugin::NEVER_ABOVE)
-        .iter()
-        .map(|(_, n)| n)
-        .sum();
+    let above = plugin::count_above(&timed, plugin::NEVER_ABOVE);
     let above_on_cpu = plugin::own_cpu(&timed, plugin::NEVER_ABOVE);
-    let control_above: usize = plugin::slower_than(&control, plugin::NEVER_ABOVE)
-        .iter()
-        .map(|(_, n)| n)
-        .sum();
+    let control_above = plugin::count_above(&control, plugin::NEVER_ABOVE);
     let calls = Sample::new("plugin call", timed.iter().map(|c| c.took).collect());
     let shell = Sample::new(
         "sh -c true",

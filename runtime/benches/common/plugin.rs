@@ -2,6 +2,7 @@
 //! [`PluginHost::call`] — a fresh `Store`, instantiation, the call, JSON in and out — with the
 //! default host configuration (pooling allocator) and default limits.
 
+use super::{Sample, micros};
 use runloom::plugin::{CallRequest, HostConfig, PluginHost};
 use std::time::{Duration, Instant};
 
@@ -236,6 +237,11 @@ pub(crate) fn slower_than(calls: &[Call], limit: Duration) -> Vec<(Disturbance, 
     counts
 }
 
+/// How many of `runs` took longer than `limit`.
+pub(crate) fn count_above(runs: &[Call], limit: Duration) -> usize {
+    runs.iter().filter(|c| c.took > limit).count()
+}
+
 /// Of the calls slower than `limit` (wall clock), how many also spent more than `limit` of
 /// the calling thread's CPU time.
 pub(crate) fn own_cpu(calls: &[Call], limit: Duration) -> usize {
@@ -253,43 +259,46 @@ pub(crate) fn describe_slow(calls: &[Call], limit: Duration) -> Vec<String> {
         .map(|c| {
             let cpu = c.cpu.map_or_else(
                 || "its CPU clock not comparable".to_string(),
-                |cpu| format!("{:.1} µs on its CPU", cpu.as_secs_f64() * 1e6),
+                |cpu| format!("{} µs on its CPU", micros(cpu)),
             );
-            format!(
-                "{:.1} µs, {cpu}, {}",
-                c.took.as_secs_f64() * 1e6,
-                c.disturbed.describe()
-            )
+            format!("{} µs, {cpu}, {}", micros(c.took), c.disturbed.describe())
         })
         .collect()
 }
 
-/// One line on `runs`: wall-clock p50, p99, p99.9 and maximum, how many went above `limit` and what
-/// disturbed those, and the calling thread's CPU time (p50, maximum).
+/// One line on `runs`: wall-clock p50, p99, p99.9 and maximum, how many went above `limit`
+/// and what disturbed those, and the calling thread's CPU time (p50, maximum).
 pub(crate) fn summary(runs: &[Call], limit: Duration) -> String {
-    let wall = super::Sample::new("wall", runs.iter().map(|c| c.took).collect());
-    let cpu = super::Sample::new("cpu", runs.iter().filter_map(|c| c.cpu).collect());
-    let slow = slower_than(runs, limit);
-    let above: usize = slow.iter().map(|(_, n)| n).sum();
-    let why: Vec<String> = slow
+    let us = |d: Duration| format!("{} µs", micros(d));
+    let wall = Sample::new("wall", runs.iter().map(|c| c.took).collect());
+    let why: Vec<String> = slower_than(runs, limit)
         .iter()
         .map(|(d, n)| format!("{n} {}", d.describe()))
         .collect();
-    let us = |d: Duration| format!("{:.1} µs", d.as_secs_f64() * 1e6);
+    let cpu: Vec<Duration> = runs.iter().filter_map(|c| c.cpu).collect();
+    let cpu = if cpu.is_empty() {
+        "no CPU time comparable".to_string()
+    } else {
+        let cpu = Sample::new("cpu", cpu);
+        format!(
+            "CPU time p50 {}, max {}",
+            us(cpu.percentile(50.0)),
+            us(cpu.percentile(100.0))
+        )
+    };
     format!(
-        "{} timed: p50 {}, p99 {}, p99.9 {}, max {}; {above} above {}{}; CPU time p50 {}, max {}",
+        "{} timed: p50 {}, p99 {}, p99.9 {}, max {}; {} above {}{}; {cpu}",
         runs.len(),
         us(wall.percentile(50.0)),
         us(wall.percentile(99.0)),
         us(wall.percentile(99.9)),
         us(wall.percentile(100.0)),
+        count_above(runs, limit),
         us(limit),
         if why.is_empty() {
             String::new()
         } else {
             format!(" ({})", why.join(", "))
         },
-        us(cpu.percentile(50.0)),
-        us(cpu.percentile(100.0)),
     )
 }

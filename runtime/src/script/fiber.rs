@@ -385,8 +385,7 @@ mod tests {
         let mut cx = Context::from_waker(std::task::Waker::noop());
         assert!(fiber.as_mut().poll(&mut cx).is_ready());
         let (top, suspender) = kept.lock().unwrap().take().unwrap();
-        // SAFETY: the body has ended.
-        let lowest = unsafe { (*suspender.state.get()).lowest };
+        let lowest = suspender.lowest_marked();
         assert!(
             top - lowest >= 400 * 1024,
             "marked {} KiB below the top",
