@@ -25,11 +25,6 @@ impl ScratchDir {
     pub(crate) fn path(&self) -> &Path {
         &self.0
     }
-
-    /// `name` inside the directory.
-    pub(crate) fn join(&self, name: impl AsRef<Path>) -> PathBuf {
-        self.0.join(name)
-    }
 }
 
 impl std::ops::Deref for ScratchDir {

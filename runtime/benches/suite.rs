@@ -235,6 +235,17 @@ fn section(title: &str) {
 
 // ---- 1. plugin call ----------------------------------------------------------------------
 
+/// The first [`LISTED`] of `lines`, and how many more there were: a slow machine can put
+/// hundreds of calls above the bound (the `plugin_call` bench lists every one).
+fn listed(lines: &[String]) -> String {
+    const LISTED: usize = 20;
+    let shown = lines[..lines.len().min(LISTED)].join("; ");
+    match lines.len().saturating_sub(LISTED) {
+        0 => shown,
+        more => format!("{shown}; and {more} more"),
+    }
+}
+
 fn plugin_calls(rt: &tokio::runtime::Runtime, python: Option<&str>, report: &mut Report) {
     section("warm plugin call against a process per action");
     let plugin::WarmCalls {
@@ -268,7 +279,7 @@ fn plugin_calls(rt: &tokio::runtime::Runtime, python: Option<&str>, report: &mut
         "the calls above 50 µs, wall clock and the calling thread's CPU clock \
          (CLOCK_THREAD_CPUTIME_ID: the call's own work, any interrupt on its CPU and any vCPU \
          stall the hypervisor does not report; not time preempted or reported as steal): {}",
-        plugin::describe_slow(&timed, plugin::NEVER_ABOVE).join("; ")
+        listed(&plugin::describe_slow(&timed, plugin::NEVER_ABOVE))
     ));
     report.note(format!(
         "the control, a CPU-only loop as long as the warm-up calls' median, timed the same way \

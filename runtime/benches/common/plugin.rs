@@ -210,7 +210,7 @@ pub(crate) fn warm_calls(rt: &tokio::runtime::Runtime, warmup: usize, iters: usi
             let mut calls = Vec::with_capacity(iters);
             let mut control = Vec::with_capacity(iters);
             for _ in 0..iters {
-                let (timed, out) = observed(async { call().await }).await;
+                let (timed, out) = observed(call()).await;
                 calls.push(timed);
                 out.expect("greet");
                 let (timed, out) = observed(async { spin(rounds) }).await;
